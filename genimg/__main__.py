@@ -1,0 +1,5 @@
+import sys
+
+from genimg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The base model's architecture: Stable Diffusion's components, small.
+
+diffusers `AutoencoderKL` (8x downsampling, 4 latent channels), transformers
+`CLIPTextModel` with CLIP's own BPE tokenizer, diffusers `UNet2DConditionModel` with
+cross-attention. Sizes follow ../shared/notes/feasibility.md: at 128x128 this UNet renders
+one image in well under a second on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["TOKENIZER_DIR", "ModelConfig", "build_components", "load_tokenizer"]
+
+TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
+
+
+@dataclass
+class ModelConfig:
+    sample_size: int = 128  # image side in pixels
+    # VAE: 3 downsamplings -> 8x; 128px images become 16x16x4 latents.
+    vae_channels: tuple[int, ...] = (32, 64, 128, 128)
+    vae_layers_per_block: int = 1
+    latent_channels: int = 4  # Stable Diffusion's own latent width
+    # Text encoder: a 4-layer CLIP text transformer. 256 positions, not CLIP's 77: a
+    # Japanese catalog caption takes ~1.7 tokens per character and must not lose its tail.
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    text_max_length: int = 256
+    # UNet: attention only at the two finer of three levels (16 and 8 latent cells);
+    # attention at full resolution would cost 2x for little gain (feasibility notes).
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_layers_per_block: int = 1
+    unet_heads: int = 4  # diffusers calls this attention_head_dim; for SD 1.x it is the head count
+    # SD's training noise schedule (scaled_linear, 1000 steps).
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    extra: dict = field(default_factory=dict)  # reserved; must stay empty
+
+    def __post_init__(self) -> None:
+        self.vae_channels = tuple(self.vae_channels)
+        self.unet_channels = tuple(self.unet_channels)
+        if self.sample_size % (2 ** (len(self.vae_channels) - 1)):
+            raise ValueError(f"sample_size {self.sample_size} not divisible by the VAE factor")
+        if self.text_hidden % self.text_heads:
+            raise ValueError("text_hidden must be a multiple of text_heads")
+        if len(self.unet_channels) != 3:
+            raise ValueError("unet_channels must have 3 levels")
+        if self.extra:
+            raise ValueError(f"unknown model settings {sorted(self.extra)}")
+
+    @property
+    def latent_size(self) -> int:
+        return self.sample_size // 2 ** (len(self.vae_channels) - 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_tokenizer(path: Path | str = TOKENIZER_DIR, max_length: int = 256):
+    """CLIP's tokenizer from vocab.json + merges.txt (built offline, see scripts/)."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(path), model_max_length=max_length)
+
+
+def build_components(cfg: ModelConfig) -> dict:
+    """Fresh, randomly initialised pipeline components (seed torch before calling)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    n = len(cfg.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels,
+        layers_per_block=cfg.vae_layers_per_block,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=min(32, cfg.vae_channels[0]),
+        sample_size=cfg.sample_size,
+    )
+    tokenizer = load_tokenizer(max_length=cfg.text_max_length)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.text_hidden,
+            intermediate_size=4 * cfg.text_hidden,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads,
+            max_position_embeddings=cfg.text_max_length,
+            projection_dim=cfg.text_hidden,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=cfg.latent_size,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers_per_block,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=cfg.unet_heads,
+        norm_num_groups=32,
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        prediction_type="epsilon",
+    )
+    return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet,
+            "scheduler": scheduler}
