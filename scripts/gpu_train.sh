@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Train every shipped model in one call on a lent GPU machine (device tool), ~9 minutes:
+#   base (VAE, then UNet + text encoder) -> two LoRA adapters, and the checker beside them.
+# Outputs come back packed (scripts/pack_outputs.py). Each stage's command is the same one a
+# user runs on any machine; only --device cuda and the recipes' wall-clock caps differ.
+set -u
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+R=/tmp/runs; rm -rf $R; mkdir -p $R
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch, diffusers, transformers, peft; print(torch.__version__, diffusers.__version__, transformers.__version__, peft.__version__)"
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+
+# 0. Smoke: every stage at toy size, so a bug costs seconds, not the lease.
+el smoke
+timeout 120 python3 -m genimg train-base --recipe assets/recipes/tiny.toml --out $R/smoke --device cuda > $R/smoke.log 2>&1 \
+  && timeout 60 python3 -m genimg train-lora --base $R/smoke/model --data catalog:16:3:smoke --out $R/smoke-lora --steps 3 --device cuda >> $R/smoke.log 2>&1 \
+  && timeout 60 python3 -m genimg train-checker --data catalog:64:5:checker --out $R/smoke-checker --steps 3 --device cuda >> $R/smoke.log 2>&1
+SMOKE=$?
+el "smoke rc=$SMOKE"
+if [ $SMOKE -ne 0 ]; then tail -40 $R/smoke.log; cp $R/smoke.log "$OUT/"; exit 1; fi
+
+# 1. The checker trains beside the base model (own split, own process; the GPU has room).
+el checker start
+(timeout 420 python3 -m genimg train-checker --recipe assets/recipes/checker.toml --out $R/genimg-checker --device cuda > $R/checker.log 2>&1; echo "checker rc=$?" >> $R/checker.log) &
+CHK=$!
+
+# 2. Base model.
+el base start
+timeout 400 python3 -m genimg train-base --recipe assets/recipes/base.toml --out $R/base --device cuda > $R/base.log 2>&1
+el "base rc=$?"; tail -3 $R/base.log
+
+# 3. Two adapters in parallel on the new base.
+if [ -f $R/base/model/model_index.json ]; then
+  for name in catalog catalog-ja; do
+    (timeout 150 python3 -m genimg train-lora --base $R/base/model --recipe lora/$name/recipe.toml --out $R/lora-$name --device cuda > $R/lora-$name.log 2>&1; echo "lora $name rc=$?" >> $R/lora-$name.log) &
+  done
+fi
+wait
+el "all done"; tail -2 $R/*.log
+python3 scripts/pack_outputs.py pack "$OUT" $R/base $R/lora-catalog $R/lora-catalog-ja $R/genimg-checker
+cat $R/*.log | tr '\r' '\n' | grep -v "it/s\]$" | tail -c 3000000 > "$OUT/train.log"
+el packed; ls -la "$OUT"

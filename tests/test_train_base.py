@@ -1,0 +1,165 @@
+"""Base-model training: recipes, robust data loading, exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genimg.checkpoint import Checkpointer, latest_checkpoint
+from genimg.cli import main
+from genimg.data import load_dataset
+from genimg.errors import UsageError
+from genimg.train_base import BaseRecipe, lr_at
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "assets" / "recipes" / "tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """A small imagefolder with odd inputs: RGBA, grayscale, odd size, bad rows."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        arr = rng.integers(0, 255, (100 + i, 90, 3), dtype=np.uint8)
+        im = Image.fromarray(arr)
+        im = im.convert("RGBA") if i == 1 else im.convert("L") if i == 2 else im
+        im.save(root / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "web_text": f"a bathroom {i}", "text": "x"})
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    rows.append({"file_name": "broken.png", "web_text": "a kitchen"})
+    rows.append({"file_name": "0.png", "web_text": ""})  # no caption
+    rows.append({"file_name": "../../etc/passwd", "web_text": "escape"})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root
+
+
+def test_dataset_converts_and_skips(folder):
+    data = load_dataset(str(folder), ["web_text"], size=64)
+    assert data.images.shape == (8, 64, 64, 3) and data.images.dtype == np.uint8
+    assert data.skipped == {"no caption": 1, "unreadable image": 2}
+    assert data.captions("web_text")[3] == "a bathroom 3"
+
+
+def test_dataset_without_metadata(tmp_path):
+    with pytest.raises(UsageError, match="metadata.jsonl"):
+        load_dataset(str(tmp_path), ["text"])
+
+
+def test_recipe_rejects_unknown_key(tmp_path):
+    bad = tmp_path / "r.toml"
+    bad.write_text(TINY.read_text() + "\nlearning_rate = 3\n")
+    with pytest.raises(UsageError, match="unknown key"):
+        BaseRecipe.from_toml(bad)
+    bad.write_text(TINY.read_text().replace("steps = 6", "steps = 0"))
+    with pytest.raises(UsageError, match="positive"):
+        BaseRecipe.from_toml(bad)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_checkpoint_roundtrip_and_corrupt_fallback(tmp_path, capsys):
+    import torch
+
+    ck = Checkpointer(tmp_path, keep=3)
+    for step in (1, 2):
+        ck.save(
+            step,
+            {
+                "w": torch.full((3,), float(step)),
+                "opt": {0: {"m": torch.ones(2)}},
+                "step": step,
+                "pair": (1, "a"),
+            },
+        )
+    ck.wait()
+    folder, state = latest_checkpoint(tmp_path)
+    assert folder.name == "ckpt-00000002" and state["step"] == 2
+    assert state["opt"][0]["m"].tolist() == [1.0, 1.0] and state["pair"] == (1, "a")
+    (folder / "state.safetensors").write_bytes(b"garbage")
+    folder, state = latest_checkpoint(tmp_path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.full((3,), 1.0))
+    assert "falling back" in capsys.readouterr().err
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert (
+        main(["train-base", "--recipe", str(tmp_path / "none.toml"), "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "--recipe" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train-base",
+                "--recipe",
+                str(TINY),
+                "--data",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    assert main(["train-base", "--recipe", str(TINY), "--out", str(tmp_path / "full")]) == 2
+    assert (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+def _weights(model_dir: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(model_dir)): p.read_bytes()
+        for p in sorted(model_dir.rglob("*.safetensors"))
+    }
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_exact(folder, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "genimg",
+        "train-base",
+        "--recipe",
+        str(TINY),
+        "--data",
+        str(folder),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cmd, "--out", str(tmp_path / "a")], check=True, env=env, capture_output=True)
+    victim = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "b")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (tmp_path / "b" / "unet" / "ckpt-00000002").exists():
+        assert victim.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "b" / "model").exists()
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "b"), "--resume"], check=True, env=env, capture_output=True
+    )
+    a, b = _weights(tmp_path / "a" / "model"), _weights(tmp_path / "b" / "model")
+    assert a.keys() == b.keys() and len(a) == 3
+    assert all(a[k] == b[k] for k in a), "resumed weights differ from the uninterrupted run"
