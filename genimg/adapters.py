@@ -1,0 +1,166 @@
+"""LoRA adapters at render time: find them, check them, put them on a loaded pipeline.
+
+An adapter is named as a web UI's LoRA folder does it: a name in `lora/` (a folder holding
+`pytorch_lora_weights.safetensors`, or `lora/NAME.safetensors`), or any folder or
+`.safetensors` file, with an optional weight: `NAME[:W]`. Loading is diffusers' own
+`load_lora_weights` (diffusers and kohya formats); pickle files are refused, never opened.
+Switching adapters or weights reuses the loaded base model; one adapter alone is fused into
+the weights for speed (peft merge) and unfused before the next switch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from genimg.errors import UsageError, check_float
+
+__all__ = ["LORA_DIR", "WEIGHT_NAME", "Lora", "apply", "list_adapters", "resolve"]
+
+LORA_DIR = Path(__file__).resolve().parent.parent / "lora"
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' own file name
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+_MAX_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class Lora:
+    name: str  # adapter name inside the pipeline
+    path: Path  # the .safetensors file
+    weight: float = 1.0  # multiplies the adapter's update; 0 turns it off
+
+    def record(self) -> dict:
+        """What a render records about the adapter (AUTOMATIC1111 writes `Lora hashes`)."""
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        return {"name": self.name, "weight": self.weight, "path": str(self.path), "hash": digest}
+
+
+def list_adapters(lora_dir: Path | str = LORA_DIR) -> list[str]:
+    """Names of the adapters in `lora_dir`: folders with weights, and .safetensors files."""
+    root = Path(lora_dir)
+    if not root.is_dir():
+        return []
+    names = [p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.safetensors"))]
+    names += [p.stem for p in root.glob("*.safetensors")]
+    return sorted(set(names))
+
+
+def resolve(spec: str, lora_dir: Path | str = LORA_DIR) -> Lora:
+    """`NAME[:W]` -> a checked Lora. Raises UsageError naming the adapter."""
+    name, weight = spec, 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep:
+        try:
+            weight = float(tail)
+        except ValueError:
+            pass  # a colon inside a path, not a weight
+        else:
+            name = head
+            weight = check_float("--lora", weight, -_MAX_WEIGHT, _MAX_WEIGHT)
+    if not name:
+        raise UsageError("--lora", f"{spec!r}: expected NAME[:WEIGHT]")
+    path = _find(name, Path(lora_dir))
+    check_file(path)
+    # peft adapter names become module attribute keys: keep them to word characters.
+    return Lora(
+        re.sub(r"\W", "_", path.parent.name if path.name == WEIGHT_NAME else path.stem),
+        path,
+        weight,
+    )
+
+
+def _find(name: str, lora_dir: Path) -> Path:
+    for candidate in (Path(name), lora_dir / name, lora_dir / f"{name}.safetensors"):
+        if candidate.is_file():
+            if candidate.suffix in _PICKLE_SUFFIXES:
+                raise UsageError(
+                    "--lora",
+                    f"{candidate} is a pickle file; refusing to unpickle "
+                    "it: convert it to safetensors",
+                )
+            if candidate.suffix != ".safetensors":
+                raise UsageError("--lora", f"{candidate} is not a .safetensors file")
+            return candidate
+        if candidate.is_dir():
+            if (candidate / WEIGHT_NAME).is_file():
+                return candidate / WEIGHT_NAME
+            files = sorted(candidate.glob("*.safetensors"))
+            if len(files) == 1:
+                return files[0]
+            if files:
+                raise UsageError(
+                    "--lora",
+                    f"{candidate} holds several weight files "
+                    f"({', '.join(f.name for f in files)}); name one",
+                )
+            pickles = [p.name for p in candidate.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+            what = f"only pickle files ({', '.join(pickles)}), refused" if pickles else "no weights"
+            raise UsageError("--lora", f"{candidate} holds {what}")
+    known = ", ".join(list_adapters(lora_dir)) or "none"
+    raise UsageError("--lora", f"unknown adapter {name!r}; in {lora_dir}: {known}")
+
+
+def check_file(path: Path) -> None:
+    """A safetensors file whose header parses; reads no tensor data."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as err:  # SafetensorError, OSError, ...
+        raise UsageError("--lora", f"corrupt safetensors file {path}: {_first_line(err)}") from None
+    if not any("lora" in key for key in keys):
+        raise UsageError("--lora", f"{path} holds no LoRA weights ({len(keys)} tensors)")
+
+
+def apply(pipe, loras: list[Lora], fuse: bool = True) -> None:
+    """Make exactly `loras` active on `pipe`, with their weights; [] returns to the base.
+
+    Adapters already loaded are reused, so switching never reloads the base or an adapter.
+    A single adapter is fused (`fuse_lora`) when `fuse`; it is unfused before any change.
+    """
+    names = [lora.name for lora in loras]
+    if len(set(names)) != len(names):
+        raise UsageError("--lora", f"the same adapter name given twice: {', '.join(names)}")
+    if pipe.num_fused_loras:
+        pipe.unfuse_lora()
+    loaded = {name for names_ in pipe.get_list_adapters().values() for name in names_}
+    for lora in loras:
+        if lora.name not in loaded:
+            _load(pipe, lora)
+    if not loras:
+        if loaded:
+            pipe.disable_lora()
+        return
+    pipe.enable_lora()
+    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+    if fuse and len(loras) == 1:
+        pipe.fuse_lora(components=["unet", "text_encoder"], adapter_names=names)
+
+
+def _load(pipe, lora: Lora) -> None:
+    try:
+        pipe.load_lora_weights(
+            str(lora.path.parent), weight_name=lora.path.name, adapter_name=lora.name
+        )
+    except Exception as err:  # shape mismatches surface as RuntimeError/ValueError/KeyError
+        _forget(pipe, lora.name)
+        raise UsageError(
+            "--lora",
+            f"adapter {lora.name} ({lora.path}) does not fit the base model "
+            f"{pipe.name_or_path}: {_first_line(err)}",
+        ) from None
+
+
+def _forget(pipe, name: str) -> None:
+    """Remove a half-loaded adapter so the base is left as it was."""
+    with contextlib.suppress(Exception):  # nothing was registered under that name
+        pipe.delete_adapters(name)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
