@@ -118,6 +118,7 @@ def build_components(cfg: ModelConfig) -> dict:
         beta_schedule="scaled_linear",
         clip_sample=False,
         prediction_type="epsilon",
+        steps_offset=1,  # what diffusers expects of SD 1.x configs; avoids its warning
     )
     return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet,
             "scheduler": scheduler}

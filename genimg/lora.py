@@ -1,0 +1,875 @@
+"""`genimg train-lora` and the lora/ library: catalog LoRA adapters for the base model.
+
+Training follows diffusers' `train_text_to_image_lora.py`: peft `LoraConfig` on the UNet's
+attention projections (and the text encoder's, so catalog words bind), added with
+`add_adapter`; the base stays frozen. Latents are encoded once; each image appears once per
+caption column (English and Japanese). Every random draw of step s comes from a CPU
+generator seeded with (seed, s), so a run killed at any moment and resumed ends with the
+same bytes.
+
+An adapter folder holds `pytorch_lora_weights.safetensors` (diffusers format, alpha in its
+metadata), optionally `<name>.safetensors` (kohya format, for the common SD web UIs),
+`genimg_adapter.json` (the base it fits), `recipe.toml` and a card `README.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shlex
+import shutil
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from genimg.adapters import LORA_DIR, WEIGHT_NAME
+from genimg.errors import UsageError, check_float, check_int
+
+__all__ = [
+    "AdapterInfo",
+    "LoraRecipe",
+    "base_identity",
+    "list_adapters",
+    "resolve_adapter",
+    "train_lora",
+    "validate_adapter",
+]
+
+IDENTITY_NAME = "genimg_adapter.json"
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@dataclass
+class LoraRecipe:
+    description: str = ""  # one line for the card and the app's adapter list
+    base: str = ""  # base model folder or hub id; "" = the shipped default
+    data: str = "catalog:8000:4000:lora"  # DIR or catalog:N:SEED[:SPLIT]
+    caption_columns: list[str] = field(default_factory=lambda: ["text", "text_ja"])
+    scenes: list[str] = field(default_factory=list)  # keep rows of these scenes; [] = all
+    rank: int = 32
+    alpha: int = 0  # lora_alpha; 0 = the rank (scale 1), as diffusers' example sets it
+    train_text_encoder: bool = True  # LoRA on the text encoder too: catalog words must bind
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 5e-4  # UNet LoRA; small models tolerate more than SD's 1e-4
+    text_encoder_lr: float = 2e-4  # lower: the encoder is shared by every word
+    warmup: int = 100  # linear warm-up steps, then cosine decay to 10%
+    caption_dropout: float = 0.05  # empty captions keep the CFG unconditional branch in tune
+    snr_gamma: float = 5.0  # min-SNR-gamma weighting (Hang et al., 2023); 0 disables
+    seed: int = 0
+    checkpoint_every: int = 250
+    sample_prompts: list[str] = field(default_factory=list)  # card grid: base row, adapter row
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # TOML gives any type: check each against its annotation
+            v = getattr(self, f.name)
+            ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+                  "float": isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and math.isfinite(v),
+                  "str": isinstance(v, str), "bool": isinstance(v, bool),
+                  "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v),
+                  }[str(f.type)]  # fmt: skip
+            if not ok:
+                raise ValueError(f"{f.name} must be {'a finite ' * (f.type == 'float')}"
+                                 f"{f.type}, got {v!r}")  # fmt: skip
+            if f.type == "float":
+                setattr(self, f.name, float(v))
+        if self.rank <= 0:
+            raise ValueError(f"rank must be > 0, got {self.rank}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0 (0 = rank), got {self.alpha}")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
+        if not (self.lr > 0 and self.text_encoder_lr > 0):
+            raise ValueError("lr and text_encoder_lr must be > 0")
+        if self.warmup < 0 or self.snr_gamma < 0 or not 0 <= self.caption_dropout < 1:
+            raise ValueError("warmup >= 0, snr_gamma >= 0, caption_dropout in [0, 1)")
+        if not self.caption_columns or not all(self.caption_columns):
+            raise ValueError("caption_columns must be a non-empty list of column names")
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha or self.rank
+
+    @classmethod
+    def from_toml(cls, path: Path | str) -> LoraRecipe:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise UsageError("--recipe", f"cannot read {path}: {err}") from None
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UsageError("--recipe", f"{path}: unknown key(s) {unknown}")
+        try:
+            return cls(**raw)
+        except (TypeError, ValueError) as err:
+            raise UsageError("--recipe", f"{path}: {err}") from None
+
+    def to_toml(self) -> str:
+        def value(v) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, list):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return json.dumps(v, ensure_ascii=False)  # JSON strings and numbers are TOML
+
+        return "".join(f"{k} = {value(v)}\n" for k, v in asdict(self).items())
+
+
+# ---------------------------------------------------------------------------- the library
+
+
+@dataclass
+class AdapterInfo:
+    name: str
+    path: Path  # the weights file
+    format: str  # "diffusers" or "kohya"
+    rank: int
+    alpha: float | None  # None: not recorded (diffusers then takes alpha = rank)
+    base: dict | None  # genimg_adapter.json's "base" (identity of the model it fits)
+    description: str = ""
+    card: str = ""  # README.md text, if any
+
+
+def base_identity(pipe) -> dict:
+    """What an adapter must match: the UNet and text encoder architectures (hashed)."""
+    unet = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
+    te_keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "hidden_act",
+    )
+    te = {k: getattr(pipe.text_encoder.config, k, None) for k in te_keys}
+    blob = json.dumps({"unet": unet, "text_encoder": te}, sort_keys=True, default=str)
+    summary = (
+        f"UNet {list(unet.get('block_out_channels', []))} cross-attn "
+        f"{unet.get('cross_attention_dim')}, text encoder {te['hidden_size']}x"
+        f"{te['num_hidden_layers']} layers"
+    )
+    return {
+        "arch_hash": hashlib.sha256(blob.encode()).hexdigest()[:12],
+        "summary": summary,
+        "name": Path(str(getattr(pipe, "name_or_path", "") or "")).name,
+    }
+
+
+def _header(path: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Tensor shapes and metadata of a safetensors file, reading no tensor data."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118
+
+
+def resolve_adapter(name_or_path: str | Path, lora_dir: Path | str = LORA_DIR) -> AdapterInfo:
+    """An adapter from a name in `lora_dir`, a folder or a .safetensors file; never pickle.
+
+    Finding the file (and refusing pickle and corrupt files) is `genimg.adapters.resolve`'s;
+    this adds what the file and its folder say: rank, alpha, the base it fits, its card.
+    """
+    from genimg.adapters import resolve
+
+    weights = resolve(str(name_or_path), lora_dir).path
+    folder = weights.parent
+    shapes, meta = _header(weights)
+    downs = [s for k, s in shapes.items() if (_lora_key(k) or ("", ""))[1] == "down"]
+    if not downs:
+        raise UsageError("--lora", f"{weights} holds no LoRA weights (no lora_A/lora_down keys)")
+    ident: dict = {}
+    own = weights.name == WEIGHT_NAME or weights.stem == folder.name  # the folder's own files
+    if own and (folder / IDENTITY_NAME).is_file():
+        try:
+            ident = json.loads((folder / IDENTITY_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UsageError("--lora", f"{folder / IDENTITY_NAME} is not valid JSON") from None
+    readme = folder / "README.md"
+    return AdapterInfo(
+        name=folder.name if weights.name == WEIGHT_NAME else weights.stem,
+        path=weights,
+        format="kohya"
+        if any(k.startswith(("lora_unet_", "lora_te")) for k in shapes)
+        else "diffusers",
+        rank=int(downs[0][0]),
+        alpha=ident.get("alpha") or _alpha_from(shapes, meta, weights),
+        base=ident.get("base"),
+        description=str(ident.get("description", "")),
+        card=readme.read_text(encoding="utf-8", errors="replace")
+        if own and readme.is_file()
+        else "",
+    )
+
+
+def _alpha_from(shapes: dict, meta: dict, weights: Path) -> float | None:
+    try:
+        lora_meta = json.loads(meta.get("lora_adapter_metadata", "{}"))
+        alpha = lora_meta.get("unet.lora_alpha") or lora_meta.get("text_encoder.lora_alpha")
+    except ValueError:
+        alpha = None
+    if alpha is None and any(k.endswith(".alpha") for k in shapes):
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            alpha = float(f.get_tensor(next(k for k in shapes if k.endswith(".alpha"))))
+    return float(alpha) if alpha is not None else None
+
+
+def list_adapters(lora_dir: Path | str = LORA_DIR) -> list[AdapterInfo]:
+    """Every usable adapter in `lora_dir`, by name; unreadable ones are left out."""
+    from genimg.adapters import list_adapters as names
+
+    found = []
+    for name in names(lora_dir):
+        try:
+            found.append(resolve_adapter(name, lora_dir))
+        except UsageError:
+            continue  # a corrupt or foreign file: `genimg render --lora` names the problem
+    return found
+
+
+def _lora_key(key: str) -> tuple[str, str] | None:
+    """(module key, "down" | "up") of a LoRA tensor name in diffusers/peft/kohya format."""
+    for suffix, kind in (
+        (".lora.down.weight", "down"),
+        (".lora.up.weight", "up"),
+        (".lora_A.weight", "down"),
+        (".lora_B.weight", "up"),
+        (".lora_down.weight", "down"),
+        (".lora_up.weight", "up"),
+        (".lora_linear_layer.down.weight", "down"),
+        (".lora_linear_layer.up.weight", "up"),
+    ):
+        if key.endswith(suffix):
+            return key[: -len(suffix)], kind
+    return None
+
+
+def _module_table(pipe) -> dict[str, tuple[int, int]]:
+    """(in, out) features of every linear/conv layer, under diffusers and kohya names."""
+    table = {}
+    for prefix, kohya, model in (
+        ("unet", ("lora_unet",), pipe.unet),
+        ("text_encoder", ("lora_te", "lora_te1"), pipe.text_encoder),
+    ):
+        for name, mod in model.named_modules():
+            if "base_layer" in name or "lora_" in name:
+                continue  # inside peft's wrapper of a layer that already has adapters
+            layer = getattr(mod, "base_layer", mod)
+            if isinstance(layer, torch.nn.Linear):
+                dims = (layer.in_features, layer.out_features)
+            elif isinstance(layer, torch.nn.Conv2d):
+                dims = (layer.in_channels, layer.out_channels)
+            else:
+                continue
+            # transformers 5 dropped CLIPTextModel's `text_model.` level; files name it.
+            for path in {name, name.removeprefix("text_model.")} | (
+                {f"text_model.{name}"} if prefix == "text_encoder" else set()
+            ):
+                table[f"{prefix}.{path}"] = dims
+                for k in kohya:
+                    table[f"{k}_{path.replace('.', '_')}"] = dims
+    return table
+
+
+def validate_adapter(adapter: AdapterInfo, pipe) -> list[str]:
+    """Raise a UsageError naming both if `adapter` does not fit `pipe`; return warnings."""
+    mine = base_identity(pipe)
+    if adapter.base and adapter.base.get("arch_hash") != mine["arch_hash"]:
+        raise UsageError(
+            "--lora",
+            (
+                f"adapter {adapter.name!r} was trained for base {adapter.base.get('name')!r} "
+                f"[{adapter.base.get('arch_hash')}: {adapter.base.get('summary')}], but the model "
+                f"{mine['name']!r} is [{mine['arch_hash']}: {mine['summary']}]"
+            ),
+        )
+    table = _module_table(pipe)
+    shapes, _ = _header(adapter.path)
+    for key, shape in shapes.items():
+        parsed = _lora_key(key)
+        if parsed is None:
+            continue
+        module, kind = parsed
+        if module not in table:
+            raise UsageError(
+                "--lora",
+                f"adapter {adapter.name!r} targets {module}, which the "
+                f"base model {mine['name']!r} does not have",
+            )
+        d_in, d_out = table[module]
+        ok = shape[1] == d_in if kind == "down" else shape[0] == d_out
+        if not ok:
+            want = f"(r, {d_in}, ...)" if kind == "down" else f"({d_out}, r, ...)"
+            raise UsageError(
+                "--lora",
+                f"adapter {adapter.name!r} tensor {key} has shape "
+                f"{tuple(shape)}; base model {mine['name']!r} needs {want}",
+            )
+    # Same architecture, other weights (e.g. a base trained further): usable, but say so.
+    from genimg.pipeline import model_hash
+
+    trained_on, here = (adapter.base or {}).get("model_hash"), model_hash(pipe)
+    if trained_on and trained_on != here:
+        return [f"adapter {adapter.name!r} was trained on base weights {trained_on}; "
+                f"this model's are {here}"]  # fmt: skip
+    return []
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _gen(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def _batch_index(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
+    """Pair indices of one step: epoch e walks a permutation drawn from (seed, -1 - e)."""
+    per_epoch = max(1, n // batch)
+    epoch, j = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=_gen(seed, -1 - epoch))
+    return perm[torch.arange(j * batch, (j + 1) * batch) % n]
+
+
+def _autocast(device: str):
+    # bf16 on GPU; on these CPUs bf16 matmul is 5x slower than fp32 (feasibility notes).
+    return (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
+        else torch.autocast("cpu", enabled=False)
+    )
+
+
+def _add_adapters(pipe, recipe: LoraRecipe) -> dict:
+    """Freeze the base and add peft LoRA layers; returns {component name: LoraConfig}."""
+    from peft import LoraConfig
+
+    for model in (pipe.vae, pipe.unet, pipe.text_encoder):
+        model.requires_grad_(False)
+    targets = {"unet": UNET_TARGETS}
+    if recipe.train_text_encoder:
+        targets["text_encoder"] = TEXT_TARGETS
+    torch.manual_seed(recipe.seed)  # peft's gaussian init of lora_A draws from the global RNG
+    configs = {}
+    for name, modules in targets.items():
+        configs[name] = LoraConfig(
+            r=recipe.rank,
+            lora_alpha=recipe.lora_alpha,
+            init_lora_weights="gaussian",
+            target_modules=modules,
+        )
+        getattr(pipe, name).add_adapter(configs[name])
+    return configs
+
+
+def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
+    """Latents (encoded once), token ids and, per caption, the index of its image."""
+    from genimg.data import load_dataset
+    from genimg.train_base import encode_latents, tokenize
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    data = load_dataset(recipe.data, recipe.caption_columns, size)
+    for column in recipe.caption_columns:
+        if not any(column in row for row in data.rows):
+            raise UsageError(
+                "--caption-column",
+                f"{column!r} is not a column of {data.source}; it has {sorted(data.rows[0])}",
+            )
+    keep = [
+        i
+        for i, row in enumerate(data.rows)
+        if not recipe.scenes or row.get("scene") in recipe.scenes
+    ]
+    if not keep:
+        raise UsageError("--data", f"{data.source} has no rows of scenes {recipe.scenes}")
+    rows = [data.rows[i] for i in keep]
+    # Each image once per caption column: the English and the Japanese caption of a record.
+    pairs = [
+        (i, str(row.get(c) or "").strip())
+        for c in recipe.caption_columns
+        for i, row in enumerate(rows)
+        if str(row.get(c) or "").strip()
+    ]
+    t0 = time.perf_counter()
+    latents = encode_latents(pipe.vae, data.images[keep], device)  # (N, 4, h, w)
+    print(
+        f"data: {len(rows)} images, {len(pairs)} captions from {data.source} "
+        f"(skipped {data.skipped or 'none'}); latents in {time.perf_counter() - t0:.0f} s"
+    )
+    return {
+        "latents": latents.to(device),
+        "image": torch.tensor([i for i, _ in pairs]),
+        "ids": tokenize(pipe.tokenizer, [c for _, c in pairs]),
+        "empty": tokenize(pipe.tokenizer, [""])[0],
+        "source": data.source,
+        "n_images": len(rows),
+        "skipped": data.skipped,
+    }
+
+
+def _trainable(pipe, configs: dict) -> dict[str, torch.nn.Parameter]:
+    return {
+        f"{name}.{key}": p
+        for name in configs
+        for key, p in getattr(pipe, name).named_parameters()
+        if p.requires_grad
+    }
+
+
+def _train(
+    pipe,
+    configs: dict,
+    data: dict,
+    recipe: LoraRecipe,
+    out: Path,
+    device: str,
+    resume: bool,
+    max_minutes: float,
+) -> dict:
+    """The loop: min-SNR epsilon loss on cached latents; checkpoints every N steps."""
+    from diffusers import DDPMScheduler
+
+    from genimg.checkpoint import Checkpointer, latest_checkpoint
+    from genimg.train_base import diffusion_loss, lr_at
+
+    params = _trainable(pipe, configs)
+    lrs = {"unet": recipe.lr, "text_encoder": recipe.text_encoder_lr}
+    groups = [
+        {"params": [p for k, p in params.items() if k.startswith(f"{name}.")], "lr": lrs[name]}
+        for name in configs
+    ]
+    opt = torch.optim.AdamW(groups, weight_decay=1e-2)
+    ckpt = Checkpointer(out / "checkpoints")
+    start, wall = 0, 0.0
+    if resume and (found := latest_checkpoint(out / "checkpoints")):
+        folder, state = found
+        # What shapes the weights must match; the description and sample prompts may change.
+        diff = sorted(
+            k
+            for k, v in asdict(recipe).items()
+            if state["recipe"].get(k) != v and k not in ("description", "sample_prompts")
+        )
+        if diff:
+            raise UsageError(
+                "--resume",
+                f"{folder} was made with a different recipe "
+                f"(differs in {diff}); resume with the same settings",
+            )
+        with torch.no_grad():
+            for key, p in params.items():
+                p.copy_(state["lora"][key])
+        opt.load_state_dict(state["optimizer"])
+        start, wall = state["step"], state["wall_s"]
+        print(f"resumed from {folder.name} at step {start}")
+    ac = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(device)
+    ids, image, b = data["ids"], data["image"], recipe.batch_size
+    pipe.unet.train()
+    pipe.text_encoder.train(recipe.train_text_encoder)
+    from tqdm import tqdm
+
+    t_run, t0, loss_v, done = time.perf_counter(), time.perf_counter() - wall, float("nan"), start
+    bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, desc="lora")
+    for step in bar:
+        # 1. Every random draw of this step from (seed, step): resume is exact.
+        g = _gen(recipe.seed, step)
+        pick = _batch_index(step, len(ids), b, recipe.seed)
+        drop = torch.rand(b, generator=g) < recipe.caption_dropout
+        noise = torch.randn((b, *data["latents"].shape[1:]), generator=g)
+        t = torch.randint(0, len(ac), (b,), generator=g)
+        batch_ids = torch.where(drop[:, None], data["empty"][None], ids[pick])
+        for group, name in zip(opt.param_groups, configs, strict=True):
+            group["lr"] = lr_at(step, recipe.steps, lrs[name], recipe.warmup)
+        # 2. Loss and update of the LoRA weights only.
+        with _autocast(device):
+            loss = diffusion_loss(
+                pipe.unet,
+                pipe.text_encoder,
+                data["latents"][image[pick].to(device)],
+                batch_ids.to(device),
+                noise.to(device),
+                t.to(device),
+                ac,
+                recipe.snr_gamma,
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        opt.step()
+        done = step + 1
+        if done % 10 == 0 or done == recipe.steps or done == start + 1:  # a sync on GPU
+            loss_v = float(loss.detach())
+        bar.set_postfix(loss=f"{loss_v:.4f}")
+        # 3. Checkpoint (copied now, written in the background).
+        stop = max_minutes > 0 and time.perf_counter() - t_run > 60 * max_minutes
+        if done % recipe.checkpoint_every == 0 or done == recipe.steps or stop:
+            wall = time.perf_counter() - t0
+            ckpt.save(
+                done,
+                {
+                    "lora": params,
+                    "optimizer": opt.state_dict(),
+                    "step": done,
+                    "wall_s": wall,
+                    "recipe": asdict(recipe),
+                },
+            )
+            with open(out / "train_log.jsonl", "a") as f:
+                f.write(json.dumps({"step": done, "loss": loss_v, "wall_s": round(wall, 1)}) + "\n")
+        if stop:
+            print(
+                f"stopped after --max-minutes {max_minutes} at step {done}/{recipe.steps}; "
+                "--resume continues"
+            )
+            break
+    ckpt.wait()
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    return {
+        "steps_done": done,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "loss": loss_v,
+        "checkpoint_stall_s": round(sum(ckpt.stall_s), 3),
+    }
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _lora_layers(pipe, name: str) -> dict[str, torch.Tensor]:
+    """peft state dict of one component (keys `...to_q.lora_A.weight`), fp32 on CPU."""
+    from peft.utils import get_peft_model_state_dict
+
+    sd = get_peft_model_state_dict(getattr(pipe, name))
+    return {k: v.detach().float().cpu().contiguous() for k, v in sd.items()}
+
+
+def _save_diffusers(pipe, configs: dict, out: Path) -> None:
+    """pytorch_lora_weights.safetensors, written beside and renamed: complete or absent."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    tmp = out / ".export.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    layers = {n: convert_state_dict_to_diffusers(_lora_layers(pipe, n)) for n in configs}
+    # The adapter metadata carries lora_alpha; without it diffusers loads alpha = rank.
+    meta = {n: {**cfg.to_dict(), "base_model_name_or_path": None} for n, cfg in configs.items()}
+    StableDiffusionPipeline.save_lora_weights(
+        tmp,
+        unet_lora_layers=layers["unet"],
+        text_encoder_lora_layers=layers.get("text_encoder"),
+        unet_lora_adapter_metadata=meta["unet"],
+        text_encoder_lora_adapter_metadata=meta.get("text_encoder"),
+        safe_serialization=True,
+    )
+    (tmp / WEIGHT_NAME).replace(out / WEIGHT_NAME)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_kohya(pipe, configs: dict, path: Path, rank: int, alpha: float) -> None:
+    """The kohya-ss layout the SD web UIs load: lora_unet_* / lora_te_* with .alpha."""
+    from safetensors.torch import save_file
+
+    sd = {}
+    for name, prefix in (("unet", "lora_unet"), ("text_encoder", "lora_te")):
+        if name not in configs:
+            continue
+        for key, w in _lora_layers(pipe, name).items():
+            module, kind = _lora_key(key)  # type: ignore[misc]
+            if name == "text_encoder" and not module.startswith("text_model."):
+                module = f"text_model.{module}"  # the web UIs' key, as transformers 4 named it
+            stem = f"{prefix}_{module.replace('.', '_')}"
+            sd[f"{stem}.lora_{kind}.weight"] = w
+            sd[f"{stem}.alpha"] = torch.tensor(float(configs[name].lora_alpha))
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        "ss_output_name": path.stem,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def _samples(pipe, prompts: list[str], device: str):
+    """Per prompt a base row, then an adapter row, on the same seeds 0-3."""
+    from PIL import Image, ImageDraw
+
+    from genimg.train_base import sample_grid
+
+    comp = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    rows = []
+    for prompt in prompts:
+        for enabled in (False, True):
+            for model in (pipe.unet, pipe.text_encoder):
+                if getattr(model, "peft_config", None):
+                    model.enable_adapters() if enabled else model.disable_adapters()
+            rows.append(("LoRA" if enabled else "base", sample_grid(comp, [prompt], device)))
+    label_w, (w, h) = 40, rows[0][1].size
+    sheet = Image.new("RGB", (label_w + w, h * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, row) in enumerate(rows):
+        sheet.paste(row, (label_w, i * h))
+        draw.text((4, i * h + h // 2 - 6), label, fill="black")
+    return sheet
+
+
+def _card(
+    name: str,
+    recipe: LoraRecipe,
+    ident: dict,
+    data: dict,
+    summary: dict,
+    command: str,
+    device: str,
+    files: list[str],
+    samples: bool,
+) -> str:
+    scenes = f" (scenes: {', '.join(recipe.scenes)})" if recipe.scenes else ""
+    lines = [
+        f"# {name}",
+        "",
+        recipe.description or "A LoRA adapter for the genimg base model.",
+        "",
+        f"LoRA rank {recipe.rank}, alpha {recipe.lora_alpha:g}, on the UNet attention projections"
+        + (" and the text encoder's" if recipe.train_text_encoder else "")
+        + f", for the base model `{ident['base']['model']}` ({ident['base']['summary']}; "
+        f"architecture {ident['base']['arch_hash']}, weights {ident['base']['model_hash']}).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| data | `{data['source']}`{scenes}: {data['n_images']} images, {len(data['ids'])} "
+        f"captions from {', '.join(recipe.caption_columns)}; skipped {data['skipped'] or 'none'} |",
+        f"| steps | {summary['steps_done']} of {recipe.steps}, batch {recipe.batch_size}, "
+        f"lr {recipe.lr:g} (text encoder {recipe.text_encoder_lr:g}) |",
+        f"| wall time | {summary['wall_s']:.0f} s on {device} |",
+        f"| final loss | {summary['loss']:.4f} |",
+        f"| files | {', '.join(f'`{f}`' for f in files)} |",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Use",
+        "",
+        "```",
+        f'genimg render --prompt "..." --lora {name}:1.0',
+        "```",
+        "",
+        "```python",
+        f'pipe.load_lora_weights("lora/{name}")  # diffusers, any SD pipeline',
+        "```",
+        "",
+    ]
+    if samples:
+        lines += [
+            "## Samples",
+            "",
+            "Per prompt: base model row, then adapter row; seeds 0-3.",
+            "",
+            *[f"- {p}" for p in recipe.sample_prompts],
+            "",
+            "![samples](samples.png)",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _check_data(spec: str, columns: list[str]) -> None:
+    """Fail fast, before the model loads, on a folder without metadata or caption columns."""
+    if spec.startswith("catalog:"):
+        return
+    meta = Path(spec) / "metadata.jsonl"
+    if not Path(spec).is_dir():
+        raise UsageError("--data", f"{spec} is not a folder (nor catalog:N:SEED[:SPLIT])")
+    if not meta.is_file():
+        raise UsageError("--data", f"{spec} has no metadata.jsonl (an imagefolder needs one)")
+    seen: set[str] = set()
+    with open(meta, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # genimg.data reports bad lines with their numbers
+            seen |= set(row) if isinstance(row, dict) else set()
+    missing = [c for c in columns if c not in seen]
+    if missing:
+        raise UsageError(
+            "--caption-column", f"{missing} not in {meta}; its columns are {sorted(seen)}"
+        )
+
+
+def train_lora(
+    recipe: LoraRecipe,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    max_minutes: float = 0.0,
+    export_kohya: bool = False,
+    command: str = "",
+) -> Path:
+    """Train one adapter into `out`; returns the diffusers weights file."""
+    from genimg.pipeline import DEFAULT_MODEL, load_pipeline, model_hash
+
+    _check_data(recipe.data, recipe.caption_columns)
+    out.mkdir(parents=True, exist_ok=True)
+    # 1. The base model, frozen, with LoRA layers added.
+    base = recipe.base or str(DEFAULT_MODEL)
+    try:
+        pipe = load_pipeline(base, device=device)
+    except UsageError as err:
+        raise UsageError("--base", str(err).removeprefix(f"{err.arg}: ")) from None
+    pipe.set_progress_bar_config(disable=True)
+    ident = {
+        "format": 1,
+        "name": out.name,
+        "description": recipe.description,
+        "rank": recipe.rank,
+        "alpha": recipe.lora_alpha,
+        "base": {**base_identity(pipe), "model": base, "model_hash": model_hash(pipe)},
+    }
+    configs = _add_adapters(pipe, recipe)
+    # 2. Data: cached latents, tokenized captions.
+    data = _prepare_data(pipe, recipe, device)
+    # 3. Train.
+    summary = _train(pipe, configs, data, recipe, out, device, resume, max_minutes)
+    # 4. Weights (diffusers, optionally kohya), identity, recipe, samples, card.
+    _save_diffusers(pipe, configs, out)
+    files = [WEIGHT_NAME]
+    if export_kohya:
+        _save_kohya(pipe, configs, out / f"{out.name}.safetensors", recipe.rank, recipe.lora_alpha)
+        files.append(f"{out.name}.safetensors")
+    ident.update(
+        steps=summary["steps_done"],
+        data=data["source"],
+        caption_columns=recipe.caption_columns,
+        scenes=recipe.scenes,
+    )
+    (out / IDENTITY_NAME).write_text(json.dumps(ident, indent=2, ensure_ascii=False) + "\n")
+    existing = out / "recipe.toml"  # keep a hand-written recipe (with comments) if it matches
+    try:
+        keep = existing.is_file() and LoraRecipe.from_toml(existing) == recipe
+    except UsageError:
+        keep = False
+    if not keep:
+        existing.write_text(recipe.to_toml(), encoding="utf-8")
+    if recipe.sample_prompts:
+        _samples(pipe, recipe.sample_prompts, device).save(out / "samples.png")
+    (out / "README.md").write_text(
+        _card(
+            out.name,
+            recipe,
+            ident,
+            data,
+            summary,
+            command,
+            device,
+            files,
+            bool(recipe.sample_prompts),
+        ),
+        encoding="utf-8",
+    )
+    if summary["steps_done"] == recipe.steps:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # complete: the weights say all
+    print(
+        f"saved {out / WEIGHT_NAME} (step {summary['steps_done']}/{recipe.steps}, "
+        f"{summary['wall_s']:.0f} s)"
+    )
+    return out / WEIGHT_NAME
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def configure(parser) -> None:
+    parser.epilog = (
+        "examples:\n"
+        "  genimg train-lora --recipe lora/catalog/recipe.toml --out lora/catalog\n"
+        "  genimg train-lora --data my_export/ --caption-column text --caption-column text_ja \\\n"
+        "      --rank 16 --steps 1500 --out lora/mine --export kohya"
+    )
+    parser.add_argument(
+        "--base", help="base model folder or hub id (default: the recipe's, else the shipped model)"
+    )
+    parser.add_argument(
+        "--data", help="imagefolder DIR or catalog:N:SEED[:SPLIT] (default: the recipe's)"
+    )
+    parser.add_argument("--out", required=True, help="adapter folder, e.g. lora/NAME")
+    parser.add_argument(
+        "--caption-column",
+        action="append",
+        metavar="COLUMN",
+        help="metadata column of captions; repeat for several (each image "
+        "then appears once per caption); default: the recipe's (text, text_ja)",
+    )
+    parser.add_argument("--recipe", help="TOML recipe, e.g. lora/catalog/recipe.toml")
+    parser.add_argument("--rank", help="LoRA rank (default: the recipe's)")
+    parser.add_argument("--steps", help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--max-minutes", default="0", help="stop (resumably) after M minutes")
+    parser.add_argument("--export", choices=["kohya"], help="also write a kohya-style file")
+
+
+def _command(args) -> str:
+    parts = ["genimg", "train-lora"]
+    for flag in ("recipe", "base", "data", "rank", "steps", "device", "out"):
+        if getattr(args, flag) is not None and (flag != "device" or args.device != "cpu"):
+            parts += [f"--{flag}", str(getattr(args, flag))]
+    for column in args.caption_column or []:
+        parts += ["--caption-column", column]
+    if args.export:
+        parts += ["--export", args.export]
+    return shlex.join(parts)
+
+
+def run(args) -> int:
+    recipe = LoraRecipe.from_toml(args.recipe) if args.recipe else LoraRecipe()
+    changes: dict = {}
+    if args.rank is not None:
+        changes["rank"] = check_int("--rank", args.rank, 1, 1024)
+    if args.steps is not None:
+        changes["steps"] = check_int("--steps", args.steps, 1, 10_000_000)
+    for flag in ("base", "data"):
+        if getattr(args, flag):
+            changes[flag] = getattr(args, flag)
+    if args.caption_column:
+        changes["caption_columns"] = args.caption_column
+    try:
+        recipe = replace(recipe, **changes)
+    except ValueError as err:
+        raise UsageError(
+            "--caption-column" if "caption" in str(err) else "--recipe", str(err)
+        ) from None
+    max_minutes = check_float("--max-minutes", args.max_minutes, 0, 1e6)
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise UsageError("--device", f"expected cpu or cuda[:N], got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device", f"{args.device} requested but no CUDA device is available")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError("--out", f"{out} is a file; expected a folder")
+    started = (out / WEIGHT_NAME).exists() or (out / "checkpoints").exists()
+    if started and not args.resume:
+        raise UsageError(
+            "--out",
+            f"{out} already holds an adapter or a run; pass --resume "
+            "to continue it, or choose another folder",
+        )
+    if args.resume and (out / WEIGHT_NAME).exists() and not (out / "checkpoints").exists():
+        raise UsageError("--resume", f"{out} holds a finished adapter; nothing to resume")
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+    train_lora(
+        recipe, out, args.device, args.resume, max_minutes, args.export == "kohya", _command(args)
+    )
+    return 0

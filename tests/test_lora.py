@@ -1,0 +1,326 @@
+"""LoRA training and the adapter library, on a tiny random base model (fast, CPU).
+
+What is checked: vanilla diffusers loads what `genimg train-lora` writes (with its alpha), the
+kohya export loads back to the same weights, a run killed with SIGKILL and resumed ends with
+the same bytes as an uninterrupted one, and bad input is a one-line error with exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from genimg.cli import main
+from genimg.errors import UsageError
+from genimg.lora import (
+    IDENTITY_NAME,
+    WEIGHT_NAME,
+    LoraRecipe,
+    list_adapters,
+    resolve_adapter,
+    validate_adapter,
+)
+from genimg.models import ModelConfig
+from genimg.pipeline import save_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(
+    sample_size=32,
+    vae_channels=(8, 8, 8, 8),
+    text_hidden=32,
+    text_layers=1,
+    text_heads=2,
+    text_max_length=64,
+    unet_channels=(32, 32, 32),
+    unet_heads=2,
+)
+RECIPE = """
+description = "tiny test adapter"
+caption_columns = ["text", "text_ja"]
+rank = 4
+alpha = 8
+steps = 12
+batch_size = 4
+warmup = 2
+checkpoint_every = 3
+lr = 1e-3
+sample_prompts = ["a bathroom with two wicker baskets"]
+"""
+
+
+def _base(folder: Path, **overrides) -> Path:
+    from genimg.models import build_components
+
+    torch.manual_seed(0)
+    save_pipeline(build_components(ModelConfig(**{**TINY, **overrides})), folder)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny tensors: one thread is several times faster than two on a shared machine, and the
+    # killed child below must use the same count for its checkpoint to match bit for bit.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lora")
+    _base(root / "base")
+    data = root / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):  # odd sizes and RGBA: the loader converts and resizes
+        pixels = rng.integers(0, 256, (40, 48, 4 if i % 2 else 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / f"{i}.png")
+        rows.append(
+            {
+                "file_name": f"{i}.png",
+                "scene": "bathroom",
+                "text": f"a bathroom with {i + 1} wicker baskets",
+                "text_ja": f"籐のバスケットが{i + 1}つある浴室",
+            }
+        )
+    rows.append({"file_name": "missing.png", "text": "skipped: no image"})
+    rows.append({"file_name": "0.png", "text": "", "text_ja": ""})  # skipped: no caption
+    (data / "metadata.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8"
+    )
+    (root / "recipe.toml").write_text(RECIPE + f'data = "{data}"\n', encoding="utf-8")
+    return root
+
+
+def _train(work: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "train-lora",
+            "--base",
+            str(work / "base"),
+            "--recipe",
+            str(work / "recipe.toml"),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(work) -> Path:
+    out = work / "lora" / "tiny"
+    assert _train(work, out, "--export", "kohya") == 0
+    return out
+
+
+def _pipe(base: Path):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(
+        base, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+
+
+def _lora_tensors(pipe) -> dict[str, torch.Tensor]:
+    from peft.utils import get_peft_model_state_dict
+
+    out = {}
+    for name in ("unet", "text_encoder"):
+        model = getattr(pipe, name)
+        sd = get_peft_model_state_dict(model, adapter_name=next(iter(model.peft_config)))
+        out.update({f"{name}.{k}": v for k, v in sd.items()})
+    return out
+
+
+def test_outputs_and_card(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {WEIGHT_NAME, "tiny.safetensors", IDENTITY_NAME, "recipe.toml", "README.md"} <= names
+    assert "checkpoints" not in names  # a complete run keeps only its weights
+    card = (trained / "README.md").read_text(encoding="utf-8")
+    assert "12 of 12" in card and "genimg train-lora" in card and "text, text_ja" in card
+    assert "12 captions" in card  # 6 images x (English + Japanese)
+    assert "'unreadable image': 1" in card and "'no caption': 1" in card
+    assert LoraRecipe.from_toml(trained / "recipe.toml").rank == 4
+    grid = np.asarray(Image.open(trained / "samples.png"))  # base row, then LoRA row
+    assert grid.shape == (64, 40 + 4 * 32, 3) and "samples.png" in card
+    assert not np.array_equal(grid[:32, 40:], grid[32:, 40:])  # the adapter changes the image
+    ident = json.loads((trained / IDENTITY_NAME).read_text())
+    assert ident["rank"] == 4 and ident["alpha"] == 8.0 and len(ident["base"]["arch_hash"]) == 12
+
+
+def test_vanilla_diffusers_loads_adapter_with_its_alpha(work, trained):
+    pipe = _pipe(work / "base")
+    pipe.load_lora_weights(str(trained))
+    saved = load_file(str(trained / WEIGHT_NAME))
+    loaded = _lora_tensors(pipe)
+    assert len(loaded) == len(saved) > 0
+    assert any(v.abs().sum() > 0 for k, v in loaded.items() if "lora_B" in k)  # it trained
+    q = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
+    te_q = next(
+        m for n, m in pipe.text_encoder.named_modules() if n.endswith("layers.0.self_attn.q_proj")
+    )
+    # alpha 8 / rank 4: without the adapter metadata diffusers would load scale 1.0.
+    assert list(q.scaling.values()) == [2.0] and list(te_q.scaling.values()) == [2.0]
+
+
+def test_kohya_export_loads_to_same_weights(work, trained):
+    a, b = _pipe(work / "base"), _pipe(work / "base")
+    a.load_lora_weights(str(trained), adapter_name="x")
+    b.load_lora_weights(str(trained / "tiny.safetensors"), adapter_name="x")
+    ta, tb = _lora_tensors(a), _lora_tensors(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+    kohya = load_file(str(trained / "tiny.safetensors"))
+    assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj") for k in kohya)
+    assert float(kohya[next(k for k in kohya if k.endswith(".alpha"))]) == 8.0
+    for pipe in (a, b):
+        pipe.fuse_lora()
+    for name in ("unet", "text_encoder"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=1e-6)
+
+
+def test_kill_9_and_resume_is_exact(work, trained):
+    out = work / "lora" / "killed"
+    # Slow each step down in the child only, so the kill lands mid-run.
+    argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(work / "recipe.toml"),
+            "--out", str(out)]  # fmt: skip
+    code = (
+        "import sys, time, genimg.train_base as tb\n"
+        "f = tb.diffusion_loss\n"
+        "tb.diffusion_loss = lambda *a, **k: (time.sleep(0.15), f(*a, **k))[1]\n"
+        "from genimg.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if any(
+            p.is_dir() and not p.name.endswith(".tmp") for p in (out / "checkpoints").glob("ckpt-*")
+        ):
+            break
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (out / WEIGHT_NAME).exists(), "the run finished before it could be killed"
+    assert _train(work, out, "--resume") == 0
+    want, got = load_file(str(trained / WEIGHT_NAME)), load_file(str(out / WEIGHT_NAME))
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+
+
+@pytest.mark.parametrize(
+    "extra, arg",
+    [
+        (["--rank", "0"], "--rank"),
+        (["--rank", "-3"], "--rank"),
+        (["--steps", "abc"], "--steps"),
+        (["--data", "NODATA"], "--data"),
+        (["--caption-column", "nope"], "--caption-column"),
+        (["--base", "/nonexistent/model"], "--base"),
+        (["--max-minutes", "nan"], "--max-minutes"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_bad_train_input_is_one_line_exit_2(work, tmp_path, capsys, extra, arg):
+    extra = [str(tmp_path) if x == "NODATA" else x for x in extra]  # a folder, no metadata.jsonl
+    assert _train(work, tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith(f"genimg train-lora: error: {arg}:"), err
+    assert "Traceback" not in err and err.count("error") == 1, err
+    assert not (tmp_path / "out" / WEIGHT_NAME).exists()
+
+
+def test_bad_recipe_and_occupied_out(work, trained, tmp_path, capsys):
+    for text, words in (("rank = 0\n", "rank must be > 0"), ("lernrate = 1\n", "unknown key")):
+        (tmp_path / "r.toml").write_text(text)
+        assert (
+            main(["train-lora", "--recipe", str(tmp_path / "r.toml"), "--out", str(tmp_path / "o")])
+            == 2
+        )
+        assert words in capsys.readouterr().err
+    before = (trained / WEIGHT_NAME).read_bytes()
+    assert _train(work, trained) == 2  # refuses to overwrite a finished adapter
+    assert "already holds an adapter" in capsys.readouterr().err
+    assert (trained / WEIGHT_NAME).read_bytes() == before
+
+
+def test_library_lists_resolves_and_validates(work, trained, tmp_path):
+    lora_dir = trained.parent
+    (lora_dir / "recipe-only").mkdir(exist_ok=True)  # not trained yet: not listed
+    (lora_dir / "recipe-only" / "recipe.toml").write_text("rank = 8\n")
+    names = [a.name for a in list_adapters(lora_dir)]
+    assert "tiny" in names and "recipe-only" not in names
+    info = resolve_adapter("tiny", lora_dir)
+    assert (info.rank, info.alpha, info.format) == (4, 8.0, "diffusers")
+    assert info.description == "tiny test adapter" and "12 of 12" in info.card
+    kohya = resolve_adapter(trained / "tiny.safetensors")
+    assert (kohya.format, kohya.rank, kohya.alpha) == ("kohya", 4, 8.0)
+    pipe = _pipe(work / "base")
+    assert validate_adapter(info, pipe) == [] and validate_adapter(kohya, pipe) == []
+
+    other = _pipe(_base(tmp_path / "other-base", text_hidden=64, unet_channels=(64, 64, 64)))
+    with pytest.raises(UsageError, match="trained for base 'base'.*the model 'other-base'"):
+        validate_adapter(info, other)
+    loose = tmp_path / "loose.safetensors"  # a foreign file: no genimg_adapter.json beside it
+    loose.write_bytes((trained / WEIGHT_NAME).read_bytes())
+    with pytest.raises(UsageError, match=r"has shape \(4, 32\); base model 'other-base' needs"):
+        validate_adapter(resolve_adapter(loose), other)
+
+
+def test_library_refuses_pickle_corrupt_and_unknown(trained, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for suffix in (".bin", ".ckpt", ".pt"):
+        torch.save({"x": Evil()}, tmp_path / f"evil{suffix}")
+        with pytest.raises(UsageError, match="pickle"):
+            resolve_adapter(tmp_path / f"evil{suffix}")
+    only_pickle = tmp_path / "only-pickle"
+    only_pickle.mkdir()
+    (tmp_path / "evil.bin").rename(only_pickle / "pytorch_lora_weights.bin")
+    with pytest.raises(UsageError, match="only pickle files"):
+        resolve_adapter(only_pickle)
+    assert not marker.exists()  # nothing was ever unpickled
+
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00\x01not a safetensors file" * 10)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes((trained / WEIGHT_NAME).read_bytes()[:-100])
+    for bad in ("garbage", "truncated"):
+        with pytest.raises(UsageError, match="corrupt safetensors file"):
+            resolve_adapter(tmp_path / f"{bad}.safetensors")
+    with pytest.raises(UsageError, match="unknown adapter 'nope'; in .*: killed, tiny"):
+        resolve_adapter("nope", trained.parent)
+
+
+@pytest.mark.parametrize("spec", ["tiny:2.5", "tiny:-3", "tiny:nan", "nope", "x.ckpt"])
+def test_render_refuses_bad_adapter_spec(tmp_path, capsys, spec):
+    code = main(["render", "--prompt", "a bathroom", "--lora", spec, "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines()[-1].startswith("genimg render: error: --lora:"), err
