@@ -20,16 +20,19 @@ T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
 
 # 0. Smoke: every stage at toy size, so a bug costs seconds, not the lease.
 el smoke
+(timeout 90 python3 -m genimg train-checker --data catalog:64:5:checker --out $R/smoke-checker --steps 3 --device cuda > $R/smoke-checker.log 2>&1; echo $? > $R/smoke-checker.rc) &
 timeout 120 python3 -m genimg train-base --recipe assets/recipes/tiny.toml --out $R/smoke --device cuda > $R/smoke.log 2>&1 \
-  && timeout 60 python3 -m genimg train-lora --base $R/smoke/model --data catalog:16:3:smoke --out $R/smoke-lora --steps 3 --device cuda >> $R/smoke.log 2>&1 \
-  && timeout 60 python3 -m genimg train-checker --data catalog:64:5:checker --out $R/smoke-checker --steps 3 --device cuda >> $R/smoke.log 2>&1
+  && timeout 60 python3 -m genimg train-lora --base $R/smoke/model --data catalog:16:3:smoke --out $R/smoke-lora --steps 3 --device cuda >> $R/smoke.log 2>&1
 SMOKE=$?
+wait
+cat $R/smoke-checker.log >> $R/smoke.log
+[ "$(cat $R/smoke-checker.rc)" = 0 ] || SMOKE=1
 el "smoke rc=$SMOKE"
 if [ $SMOKE -ne 0 ]; then tail -40 $R/smoke.log; cp $R/smoke.log "$OUT/"; exit 1; fi
 
 # 1. The checker trains beside the base model (own split, own process; the GPU has room).
 el checker start
-(timeout 420 python3 -m genimg train-checker --recipe assets/recipes/checker.toml --out $R/genimg-checker --device cuda > $R/checker.log 2>&1; echo "checker rc=$?" >> $R/checker.log) &
+(timeout 420 python3 -m genimg train-checker --recipe assets/recipes/checker.toml --out $R/genimg-checker --device cuda --max-minutes 4.5 > $R/checker.log 2>&1; echo "checker rc=$?" >> $R/checker.log) &
 CHK=$!
 
 # 2. Base model.
@@ -39,12 +42,12 @@ el "base rc=$?"; tail -3 $R/base.log
 
 # 3. Two adapters in parallel on the new base.
 if [ -f $R/base/model/model_index.json ]; then
-  for name in catalog catalog-ja; do
-    (timeout 150 python3 -m genimg train-lora --base $R/base/model --recipe lora/$name/recipe.toml --out $R/lora-$name --device cuda > $R/lora-$name.log 2>&1; echo "lora $name rc=$?" >> $R/lora-$name.log) &
+  for name in catalog bathroom; do
+    (timeout 170 python3 -m genimg train-lora --base $R/base/model --recipe lora/$name/recipe.toml --out $R/lora/$name --device cuda --max-minutes 2.0 --export kohya > $R/lora-$name.log 2>&1; echo "lora $name rc=$?" >> $R/lora-$name.log) &
   done
 fi
 wait
 el "all done"; tail -2 $R/*.log
-python3 scripts/pack_outputs.py pack "$OUT" $R/base $R/lora-catalog $R/lora-catalog-ja $R/genimg-checker
+python3 scripts/pack_outputs.py pack "$OUT" $R/base $R/lora $R/genimg-checker
 cat $R/*.log | tr '\r' '\n' | grep -v "it/s\]$" | tail -c 3000000 > "$OUT/train.log"
 el packed; ls -la "$OUT"

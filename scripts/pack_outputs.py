@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 
 SKIP_DIRS = {"checkpoints", "__pycache__"}  # plus every ckpt-* folder
 KEEP_SUFFIXES = {".json", ".jsonl", ".txt", ".md", ".toml", ".png", ".log"}
+# Tokenizer files are rebuilt from assets/tokenizer on unpack (they are 5 MB a model).
+TOKENIZER_FILES = {"tokenizer.json", "vocab.json", "merges.txt"}
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -28,7 +30,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
         rel = path.relative_to(src)
         if any(part in SKIP_DIRS or part.startswith("ckpt-") for part in rel.parts[:-1]):
             continue
-        if path.is_dir():
+        if path.is_dir() or path.name in TOKENIZER_FILES:
             continue
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
