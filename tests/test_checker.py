@@ -1,0 +1,390 @@
+"""The checker: scoring API on a tiny random CLIP, the training loss and loop, the CLI's
+handling of bad input, and (slow) the shipped checker's accuracy on a fresh split."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genimg import checker as ck
+from genimg import checker_train as ct
+from genimg.cli import main
+from genimg.errors import UsageError
+from genimg.parse import parse_prompt
+from genimg.taxonomy import OBJECTS
+
+TINY = dict(
+    image_size=32,
+    patch_size=8,
+    vision_hidden=32,
+    vision_layers=1,
+    text_hidden=32,
+    text_layers=1,
+    heads=2,
+    projection_dim=16,
+    batch_size=4,
+    warmup=1,
+    steps=4,
+    checkpoint_every=2,
+    log_every=1,
+)
+PROMPT = "a bathroom with a wooden shelf, two wicker baskets and a white ceramic sink"
+
+
+def _rows(n: int, seed: int = 0) -> list[dict]:
+    """Synthetic catalog rows: 1-3 objects each, attributes drawn from the taxonomy."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        names = rng.choice(list(OBJECTS), size=int(rng.integers(1, 4)), replace=False)
+        objects = []
+        for name in names:
+            o = OBJECTS[str(name)]
+            material = str(rng.choice(o.materials))
+            colors = ck.color_candidates(o.name, material)
+            objects.append(
+                {
+                    "name": o.name,
+                    "material": material,
+                    "color": str(rng.choice(colors)) if colors else None,
+                    "count": int(rng.integers(1, o.max_count + 1)),
+                }
+            )
+        rows.append({"scene": OBJECTS[objects[0]["name"]].scenes[0], "objects": objects})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    from genimg.models import load_tokenizer
+
+    torch.manual_seed(0)
+    r = ct.CheckerRecipe(**TINY)
+    tok = load_tokenizer(max_length=r.text_max_length)
+    folder = tmp_path_factory.mktemp("checker") / "tiny"
+    ct.build_model(r, tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    (folder / ck.SETTINGS_FILE).write_text(json.dumps(ct.settings_for(r)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir) -> ck.Checker:
+    return ck.load_checker(tiny_dir)
+
+
+def _images(n: int, size: int = 128) -> list[Image.Image]:
+    rng = np.random.default_rng(1)
+    return [
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)
+    ]
+
+
+# -- scoring API ---------------------------------------------------------------------------
+
+
+def test_check_result_format(tiny):
+    requested = parse_prompt(PROMPT)
+    results = ck.check(tiny, _images(3), requested, names=["a", "b", "c"])
+    assert [r["image"] for r in results] == ["a", "b", "c"]
+    for r in results:
+        assert set(r) == {"image", "objects", "all_present", "all_correct", "suggestions"}
+        assert [o["object"] for o in r["objects"]] == ["shelf", "basket", "sink"]
+        for o in r["objects"]:
+            assert set(o) == {
+                "phrase",
+                "object",
+                "present",
+                "score",
+                "material_ok",
+                "color_ok",
+                "count_ok",
+            }
+            assert 0.0 <= o["score"] <= 1.0
+            assert o["present"] == (o["score"] >= 0.5)  # uncalibrated: default threshold
+            assert o["color_ok"] is None  # no colour was asked for
+        assert r["all_present"] == all(o["present"] for o in r["objects"])
+        assert not r["all_correct"] or r["all_present"]
+    assert results[0]["objects"][1]["count_ok"] in (True, False)
+
+
+def test_check_accepts_dicts_and_arrays(tiny):
+    arrays = np.stack([np.asarray(im) for im in _images(2)])
+    a = ck.check(tiny, arrays, [{"object": "sofa", "color": "red"}])
+    b = ck.check(tiny, _images(2), [{"object": "sofa", "color": "red"}])
+    assert [r["objects"][0]["score"] for r in a] == [r["objects"][0]["score"] for r in b]
+    assert a[0]["objects"][0]["phrase"] == "sofa"
+    with pytest.raises(ValueError, match="toaster"):
+        ck.check(tiny, arrays, [{"object": "toaster"}])
+
+
+def test_embeddings_are_unit_norm_and_batch_independent(tiny):
+    ims = _images(5)
+    full = ck.embed_images(tiny, ims, batch_size=256)
+    chunked = ck.embed_images(tiny, ims, batch_size=2)
+    assert full.shape == (5, 16)
+    torch.testing.assert_close(full.norm(dim=1), torch.ones(5))
+    torch.testing.assert_close(full, chunked, atol=1e-5, rtol=1e-5)
+
+
+def test_suggestions_travel_with_results(tiny):
+    results = ck.check(tiny, _images(1), parse_prompt("a woden shelf"))
+    assert results[0]["suggestions"] == [{"text": "a woden shelf", "suggestion": "a wooden shelf"}]
+
+
+def test_zero_shot_for_a_foreign_clip(tiny_dir, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for f in tiny_dir.iterdir():
+        if f.name != ck.SETTINGS_FILE:
+            (foreign / f.name).write_bytes(f.read_bytes())
+    c = ck.load_checker(foreign)
+    assert c.settings["zero_shot"] and c.settings["templates"] == ck.ZERO_SHOT_TEMPLATES
+    assert len(ck.check(c, _images(2), parse_prompt(PROMPT))) == 2
+
+
+def test_not_a_clip_folder(tmp_path):
+    with pytest.raises(UsageError, match="not a CLIP model"):
+        ck.load_checker(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UsageError, match="model_type is 'bert'"):
+        ck.load_checker(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UsageError, match="safetensors"):
+        ck.load_checker(tmp_path)
+
+
+def test_evaluate_and_calibrate_on_synthetic_truth(tiny):
+    rows = _rows(24)
+    images = np.random.default_rng(2).integers(0, 256, (24, 64, 64, 3), dtype=np.uint8)
+    thresholds = ck.calibrate(tiny, images, rows)
+    assert thresholds and all(0 <= t <= 1 for t in thresholds.values())
+    report = ck.evaluate(tiny, (images, rows))
+    assert report["n_images"] == 24
+    assert set(report["presence_auc"]) == set(OBJECTS)
+    assert 0 <= report["summary"]["material_acc"] <= 1
+    n_material = sum(
+        sum(row.values())
+        for conf in report["confusions"]["material"].values()
+        for row in conf.values()
+    )
+    assert n_material == sum(len(r["objects"]) for r in rows)
+
+
+def test_roc_auc():
+    labels = np.array([True, True, False, False])
+    assert ck._roc_auc(np.array([0.9, 0.8, 0.1, 0.2]), labels) == 1.0
+    assert ck._roc_auc(np.array([0.1, 0.2, 0.9, 0.8]), labels) == 0.0
+    assert ck._roc_auc(np.array([0.5, 0.5, 0.5, 0.5]), labels) == 0.5
+
+
+# -- training pieces -----------------------------------------------------------------------
+
+
+def test_text_table_and_labels():
+    table = ct.text_table(ck.TRAINED_TEMPLATES)
+    assert len(set(table.texts)) == len(table.texts)
+    o = list(OBJECTS).index("basket")
+    assert table.texts[table.present[o]] == "a basket"
+    assert table.texts[table.absent[o]] == "no basket"
+    assert [table.texts[i] for i in table.count[o]] == [
+        "one basket",
+        "two baskets",
+        "three baskets",
+    ]
+    assert (table.count[list(OBJECTS).index("sofa")] == -1).all()  # sofas come alone
+    rows = [{"objects": [{"name": "basket", "material": "wicker", "color": "beige", "count": 3}]}]
+    lab = ct.labels_for(rows)
+    assert lab["present"][0, o] == 1 and lab["present"].sum() == 1
+    assert table.texts[table.material[o, lab["material"][0, o]]] == "a wicker basket"
+    assert table.texts[table.color[o, lab["color"][0, o]]] == "a beige basket"
+    assert lab["count"][0, o] == 2 and (lab["count"][0, :o] == -100).all()
+
+
+def test_loss_prefers_the_truth():
+    table = ct.text_table(ck.TRAINED_TEMPLATES)
+    lab = ct.labels_for(_rows(8))
+    torch.manual_seed(0)
+    txt = torch.nn.functional.normalize(torch.randn(len(table.texts), 1024), dim=1)
+    # An image embedding that points at its true texts and away from absent ones.
+    img = torch.zeros(8, 1024)
+    for kind in ("material", "color", "count"):
+        idx, target = getattr(table, kind), lab[kind]
+        for b, j in (target >= 0).nonzero().tolist():
+            img[b] += txt[idx[j, target[b, j]]]
+    img += (lab["present"] * 2 - 1) @ (txt[table.present] - txt[table.absent])
+    img = torch.nn.functional.normalize(img, dim=1)
+    noise = torch.nn.functional.normalize(torch.randn(8, 1024), dim=1)
+    scale = torch.tensor(30.0)
+    good, parts = ct.checker_loss(img, txt, scale, table, lab)
+    bad, _ = ct.checker_loss(noise, txt, scale, table, lab)
+    assert set(parts) == {"presence", "material", "color", "count"}
+    assert good < 0.5 * bad
+
+
+def test_augment_is_seeded_and_bounded():
+    r = ct.CheckerRecipe(**TINY)
+    x = torch.rand(4, 3, 32, 32)
+    a = ct.augment(x, r, torch.Generator().manual_seed(1))
+    b = ct.augment(x, r, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
+
+
+def test_recipe_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "r.toml"
+    bad.write_text("steps = 5\nlearning_rate = 1.0\n")
+    with pytest.raises(UsageError, match="learning_rate"):
+        ct.CheckerRecipe.from_toml(bad)
+    bad.write_text("image_size = 30\n")
+    with pytest.raises(UsageError, match="patch_size"):
+        ct.CheckerRecipe.from_toml(bad)
+    assert ct.CheckerRecipe.from_toml(ct.RECIPE).image_size == 64
+
+
+def test_resume_is_exact(tmp_path):
+    from genimg.models import load_tokenizer
+
+    r = ct.CheckerRecipe(**TINY)
+    tok = load_tokenizer(max_length=r.text_max_length)
+    table = ct.text_table(ck.TRAINED_TEMPLATES)
+    ids = dict(tok(table.texts, padding=True, return_tensors="pt"))
+    rows = _rows(16)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+
+    def train(out: Path, steps: int, resume: bool):
+        torch.manual_seed(0)
+        model = ct.build_model(r, tok)
+        r.steps = steps
+        out.mkdir(exist_ok=True)
+        ct._fit(model, ids, table, images, ct.labels_for(rows), r, out, "cpu", resume)
+        return model.state_dict()
+
+    straight = train(tmp_path / "a", 4, False)
+    train(tmp_path / "b", 2, False)
+    resumed = train(tmp_path / "b", 4, True)
+    for k, v in straight.items():
+        torch.testing.assert_close(resumed[k], v, rtol=0, atol=0, msg=k)
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    """A PNG that declares w x h pixels: PIL reads the size without decoding anything."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.fixture()
+def files(tmp_path) -> dict[str, Path]:
+    good = tmp_path / "good.png"
+    _images(1)[0].save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:200])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    huge = tmp_path / "huge.png"
+    _png_header_only(huge, 10_000, 10_000)
+    return {"good": good, "truncated": truncated, "text": text, "huge": huge}
+
+
+@pytest.mark.parametrize("bad", ["truncated", "text", "huge"])
+def test_cli_bad_image_alone(files, tiny_dir, capsys, bad):
+    code = main(["check", str(files[bad]), "--objects", "sofa", "--checker", str(tiny_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("genimg check: error: IMAGE: no readable image")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_cli_bad_file_in_batch(files, tiny_dir, capsys):
+    paths = [str(files[k]) for k in ("good", "truncated", "huge", "text")]
+    code = main(["check", *paths, "--prompt", PROMPT, "--checker", str(tiny_dir), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert [r["image"] for r in out] == paths
+    assert len(out[0]["objects"]) == 3 and "error" not in out[0]
+    assert "truncated" in out[1]["error"] and "too large" in out[2]["error"]
+    assert "not an image" in out[3]["error"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--objects", ""], "--objects: empty list"),
+        (["--objects", " ; "], "--objects: empty list"),
+        (["--objects", "toaster"], "--objects: no catalog object"),
+        (["--prompt", "a sunny afternoon"], "--prompt: no catalog object"),
+    ],
+)
+def test_cli_nothing_to_check(files, tiny_dir, capsys, args, message):
+    code = main(["check", str(files["good"]), *args, "--checker", str(tiny_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_cli_checker_not_clip(files, tmp_path, capsys):
+    code = main(["check", str(files["good"]), "--objects", "sofa", "--checker", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("genimg check: error: --checker:")
+
+
+def test_cli_table(files, tiny_dir, capsys):
+    code = main(
+        ["check", str(files["good"]), "--prompt", "a woden shelf", "--checker", str(tiny_dir)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "read 'a woden shelf' as 'a wooden shelf'" in captured.err
+    assert "all present:" in captured.out and "a woden shelf" in captured.out
+
+
+# -- the shipped checker -------------------------------------------------------------------
+
+
+SHIPPED = pytest.mark.skipif(not ck.DEFAULT_CHECKER.is_dir(), reason="no shipped checker")
+
+
+@pytest.fixture(scope="module")
+def fresh_report() -> dict:
+    """The shipped checker re-measured on a split nobody has seen (not the card's)."""
+    return ck.evaluate(ck.load_checker(ck.DEFAULT_CHECKER), "catalog:600:424242:checker-eval")
+
+
+@pytest.mark.slow
+@SHIPPED
+def test_shipped_checker_matches_its_card(fresh_report):
+    card = json.loads((ck.DEFAULT_CHECKER / "eval.json").read_text())["summary"]
+    s = fresh_report["summary"]
+    for key in ("presence_auc_mean", "material_acc", "color_acc", "count_acc"):
+        assert abs(s[key] - card[key]) < 0.05, (key, s[key], card[key])
+    # The targets it meets today.
+    assert s["presence_auc_mean"] >= 0.97 and s["color_acc"] >= 0.90 and s["count_acc"] >= 0.85
+
+
+@pytest.mark.slow
+@SHIPPED
+@pytest.mark.xfail(
+    reason="shipped checker: material 0.85 and chair/armchair presence AUC "
+    "~0.92 are under target (see its card)",
+    strict=False,
+)
+def test_shipped_checker_meets_all_targets(fresh_report):
+    s = fresh_report["summary"]
+    assert s["presence_auc_min"] >= 0.97 and s["material_acc"] >= 0.90
