@@ -1,0 +1,241 @@
+"""genimg batch: prompt files, batching that never changes an image, kill -9 and --resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_assets import FAST, make_checker, make_lora, make_model
+
+from genimg import pipeline, runs
+from genimg.batch import Settings, render_batch
+from genimg.cli import main
+from genimg.errors import UsageError
+from genimg.prompts import read_prompts
+from genimg.render import render
+
+SHELF = "a bathroom with a wooden shelf and two wicker baskets"
+KETTLE = "a kitchen with a red kettle"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("assets")
+    make_lora(make_model(root / "model"), root / "lora" / "catalog")
+    make_checker(root / "checker")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipe(assets):
+    pipe = pipeline.load_pipeline(assets / "model")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _cli(assets: Path, *argv) -> int:
+    return main(["batch", "--model", str(assets / "model"), *FAST, *[str(a) for a in argv]])
+
+
+def _hashes(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*.png"))
+    }
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+# -- prompt files ----------------------------------------------------------------------------
+
+
+def test_read_prompts_formats(tmp_path):
+    txt = tmp_path / "p.txt"
+    txt.write_text(f"# bathroom first\n{SHELF}\n\n{KETTLE}\n")
+    specs = read_prompts(txt)
+    assert [(s.index, s.line, s.prompt) for s in specs] == [(0, 2, SHELF), (1, 4, KETTLE)]
+    jsonl = tmp_path / "p.jsonl"
+    rows = [
+        {"prompt": SHELF, "seed": 7, "num_images": 2, "lora": "catalog:0.5", "id": "a"},
+        {"prompt": KETTLE, "objects": ["red kettle"], "negative_prompt": "blurry"},
+        {"tag": "counting", "include": [{"class": "vase", "count": 2}], "prompt": "two vases"},
+    ]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b, c = read_prompts(jsonl)
+    assert a.overrides == {"seed": 7, "num_images": 2, "lora": ["catalog:0.5"]} and a.id == "a"
+    assert b.objects == ["red kettle"] and b.overrides == {"negative_prompt": "blurry"}
+    assert c.geneval == rows[2] and c.objects == ["2 vase"]
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("empty.txt", "\n# only a comment\n", "holds no prompts"),
+        ("bad.jsonl", '{"prompt": "a sink"}\n\n{"prompt": "a sink",\n', "bad.jsonl:3: not valid"),
+        ("key.jsonl", '{"prompt": "a sink", "sed": 3}\n', "key.jsonl:1: unknown key 'sed'"),
+        ("no.jsonl", '{"text": "a sink"}\n', 'no.jsonl:1: expected an object with a "prompt"'),
+        ("blank.jsonl", '{"prompt": "  "}\n', "blank.jsonl:1: empty prompt"),
+        ("dup.jsonl", '{"prompt": "a", "id": 1}\n{"prompt": "b", "id": 1}\n', "dup.jsonl:2: dup"),
+    ],
+)
+def test_read_prompts_names_the_bad_line(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(UsageError, match=message):
+        read_prompts(tmp_path / name)
+
+
+# -- batching --------------------------------------------------------------------------------
+
+
+def test_image_does_not_depend_on_batching(pipe):
+    """Image i of a prompt is render()'s image i, whatever runs beside it."""
+    s = Settings(num_inference_steps=2, height=64, width=64)
+    alone = render(pipe, SHELF, "", 2, 7.5, 3, 2, 64, 64)
+    mixed = render_batch(pipe, [(KETTLE, 0), (SHELF, 3), (KETTLE, 9), (SHELF, 4)], s)
+    single = render_batch(pipe, [(SHELF, 4)], s)
+    a = np.stack([np.asarray(im, dtype=int) for im in alone])
+    b = np.stack([np.asarray(im, dtype=int) for im in (mixed[1], mixed[3])])
+    # Batched float kernels may round the last bit differently; a pixel level is 1/255.
+    assert np.abs(a - b).max() <= 1
+    assert np.abs(a[1] - np.asarray(single[0], dtype=int)).max() <= 1
+    assert np.abs(np.asarray(mixed[0], dtype=int) - a[0]).mean() > 5  # other prompt differs
+
+
+def test_batch_writes_images_manifest_check_and_registry(assets, tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    rows = [{"prompt": SHELF, "seed": 10, "num_images": 3}, {"prompt": KETTLE, "lora": "LORA"}]
+    prompts.write_text(
+        "".join(
+            json.dumps(r).replace("LORA", str(assets / "lora" / "catalog")) + "\n" for r in rows
+        )
+    )
+    out = tmp_path / "out"
+    argv = ["--prompts", prompts, "--out", out, "--num-images", 2, "--check"]
+    assert _cli(assets, *argv, "--checker", assets / "checker") == 0
+    manifest = _manifest(out)
+    assert [(r["index"], r["seed"]) for r in manifest] == [
+        (0, 10),
+        (0, 11),
+        (0, 12),
+        (1, 0),
+        (1, 1),
+    ]
+    assert all((out / r["file"]).is_file() for r in manifest)
+    assert manifest[0]["loras"] == [] and manifest[3]["loras"][0]["name"] == "catalog"
+    assert [o["object"] for o in manifest[0]["check"]["objects"]] == ["shelf", "basket"]
+    assert json.loads(capsys.readouterr().out)["images"] == 5
+    [run] = runs.list_runs(tmp_path)
+    assert (run["kind"], run["status"], run["metrics"]["images"]) == ("batch", "finished", 5)
+    assert run["seeds"] == [0, 1, 10, 11, 12]
+    # another run into the same folder must say how it wants to treat the old one
+    assert _cli(assets, *argv) == 2
+    assert "holds another run's files (manifest.jsonl, batch.json)" in capsys.readouterr().err
+    assert _cli(assets, "--prompts", prompts, "--out", out, "--overwrite") == 0
+    assert len(_manifest(out)) == 3 + 4  # --num-images 4 now for the second prompt
+    assert len(list((out / "images").glob("*.png"))) == 7
+
+
+def test_geneval_layout(assets, tmp_path):
+    meta = {"tag": "counting", "include": [{"class": "vase", "count": 2}], "prompt": "two vases"}
+    prompts = tmp_path / "evaluation_metadata.jsonl"
+    prompts.write_text(json.dumps(meta) + "\n" + json.dumps({**meta, "prompt": "a lamp"}) + "\n")
+    out = tmp_path / "geneval"
+    assert _cli(assets, "--prompts", prompts, "--out", out, "--num-images", 2, "--geneval") == 0
+    assert json.loads((out / "00000" / "metadata.jsonl").read_text()) == meta
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == [
+        "00000/samples/00000.png",
+        "00000/samples/00001.png",
+        "00001/samples/00000.png",
+        "00001/samples/00001.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lora", "no-such-adapter"], "--lora: unknown adapter 'no-such-adapter'"),
+        (["--num-images", 0], "p.txt:1: num_images: expected an integer in [1, 10000]"),
+        (["--resume", "--overwrite"], "--resume: give --resume or --overwrite, not both"),
+        (["--scheduler", "dpm3"], "--scheduler: unknown 'dpm3'"),
+    ],
+)
+def test_bad_arguments(assets, tmp_path, capsys, extra, message):
+    (tmp_path / "p.txt").write_text(SHELF + "\n")
+    assert _cli(assets, "--prompts", tmp_path / "p.txt", "--out", tmp_path / "o", *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genimg batch: error: ") and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_other_settings_is_refused(assets, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text(SHELF + "\n")
+    argv = ["--prompts", tmp_path / "p.txt", "--out", tmp_path / "o", "--num-images", 1]
+    assert _cli(assets, *argv) == 0
+    assert _cli(assets, *argv, "--resume", "--seed", 5) == 2
+    err = capsys.readouterr().err
+    assert "--resume: " in err and "(seed: 0, now 5)" in err
+    assert _cli(assets, *argv, "--resume") == 0  # nothing left to do, nothing changed
+    assert len(_manifest(tmp_path / "o")) == 1
+
+
+# -- kill -9 and --resume --------------------------------------------------------------------
+
+
+def _command(assets: Path, prompts: Path, out: Path, *extra) -> list[str]:
+    argv = ["batch", "--model", assets / "model", "--prompts", prompts, "--out", out]
+    argv += ["--num-images", 8, "--num-inference-steps", 6, "--height", 64, "--width", 64]
+    return [sys.executable, "-m", "genimg", *map(str, argv + list(extra))]
+
+
+def test_resume_after_kill_is_byte_identical(assets, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join([SHELF, KETTLE, "a bedroom with a blue bed", "a brass lamp"]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_command(assets, prompts, full), env=env, check=True, capture_output=True)
+    expected = _hashes(full)
+    assert len(expected) == 32
+
+    proc = subprocess.Popen(_command(assets, prompts, killed), env=env, stderr=subprocess.DEVNULL)
+    manifest = killed / "manifest.jsonl"
+    deadline = time.monotonic() + 600  # the lead's training may share the cores
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = manifest.read_text().count("\n") if manifest.exists() else 0
+    assert 3 <= done < 32, f"killed after {done} of 32 images; expected mid-run"
+    assert runs.list_runs(tmp_path)[1]["status"] == "interrupted"  # its process is gone
+    # what a crash can leave besides: a cut last manifest line and a temporary file
+    with open(manifest, "a") as handle:
+        handle.write('{"file": "images/000')
+    (killed / "images" / ".00003-x.png.tmp-999").write_bytes(b"\x89PNG")
+
+    assert main([str(a) for a in _command(assets, prompts, killed, "--resume")[3:]]) == 0
+    assert _hashes(killed) == expected
+    rows = _manifest(killed)
+    assert sorted(r["file"] for r in rows) == sorted(expected)  # once each, no duplicates
+    assert not list(killed.rglob("*.tmp-*"))
+    [run] = runs.list_runs(tmp_path)[1:]
+    assert run["status"] == "finished" and run["out"] == str(killed.resolve())

@@ -1,0 +1,199 @@
+"""genimg compare: the statistics against published values, and the report on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_assets import FAST, make_checker, make_lora, make_model
+
+from genimg import adapters, pipeline, runs
+from genimg.checker import load_checker
+from genimg.cli import main
+from genimg.compare import RenderSettings, compare, mcnemar_exact, paired_stats, wilson_interval
+
+PROMPT = "a bathroom with a wooden shelf, two wicker baskets and a white ceramic sink"
+PROMPT_JA = "木製の棚と白い陶器のシンクがある浴室"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("assets")
+    make_lora(make_model(root / "model"), root / "lora" / "catalog")
+    make_checker(root / "checker")
+    return root
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "k, n, lo, hi",
+    [  # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score)
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0000, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+        (8, 10, 0.4902, 0.9433),
+    ],
+)
+def test_wilson_interval_matches_published_values(k, n, lo, hi):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((lo, hi), abs=5e-5)
+
+
+def test_wilson_interval_edges():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(10, 10)
+    assert hi == 1.0 and lo == pytest.approx(1 - wilson_interval(0, 10)[1])
+
+
+def test_mcnemar_exact_is_the_binomial_on_discordant_pairs():
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 2**10)  # 0.0215
+    assert mcnemar_exact(0, 10) == pytest.approx(2 / 2**10)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    # 0 vs 32 discordant: what the README's target (p < 0.01) needs in the best case
+    assert mcnemar_exact(0, 32) < 1e-9
+
+
+def test_paired_stats_counts_discordant_pairs():
+    a = [True, True, False, False, True, False]
+    b = [True, False, True, True, True, True]
+    s = paired_stats(a, b)
+    assert s["discordant"] == [1, 3]
+    assert (s["open"]["k"], s["catalog"]["k"], s["open"]["n"]) == (3, 5, 6)
+    assert s["mcnemar_p"] == pytest.approx(mcnemar_exact(1, 3))
+    assert s["catalog"]["ci95"] == list(wilson_interval(5, 6))
+
+
+# -- the verb and its report -----------------------------------------------------------------
+
+
+def test_compare_report(assets, tmp_path):
+    pipe = pipeline.load_pipeline(assets / "model")
+    pipe.set_progress_bar_config(disable=True)
+    unet = pipe.unet
+    lora = adapters.resolve("catalog", assets / "lora")
+    checker = load_checker(assets / "checker")
+    settings = RenderSettings(num_inference_steps=2, height=64, width=64)
+    seeds = [5, 6, 9]
+    report = compare(pipe, lora, checker, [PROMPT, PROMPT_JA], seeds, tmp_path, settings)
+
+    # the issue's shape
+    assert report["open"]["adapter"] is None and report["catalog"]["adapter"]["name"] == "catalog"
+    assert report["open"]["model"] == report["catalog"]["model"] == "model"
+    assert report["n_images"] == 6 and report["seeds"] == seeds
+    for key in ("all_present", "all_correct"):
+        s = report[key]
+        assert set(s) >= {"open", "catalog", "mcnemar_p", "discordant"}
+        for side in ("open", "catalog"):
+            assert s[side]["ci95"][0] <= s[side]["rate"] <= s[side]["ci95"][1]
+    phrases = [o["phrase"] for o in report["objects"]]
+    assert phrases[:3] == ["a wooden shelf", "two wicker baskets", "a white ceramic sink"]
+    assert len(phrases) == 5  # and the Japanese prompt's two phrases
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+
+    # results.jsonl: one line per image, paired by (prompt, seed); the report recounts them
+    rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 3
+    keys = {
+        m: [(r["prompt_index"], r["seed"]) for r in rows if r["model"] == m]
+        for m in ("open", "catalog")
+    }
+    assert keys["open"] == keys["catalog"] == [(p, s) for p in (0, 1) for s in seeds]
+    for m in ("open", "catalog"):
+        hits = [r["all_present"] for r in rows if r["model"] == m]
+        assert report["all_present"][m]["k"] == sum(hits)
+        shelf = [
+            r["objects"][0]["present"] for r in rows if r["model"] == m and not r["prompt_index"]
+        ]
+        assert report["objects"][0][m]["k"] == sum(shelf)
+    assert all((tmp_path / r["file"]).is_file() for r in rows)
+
+    # the adapter changed the images, and the caller's pipeline is the base again
+    assert (_pixels(tmp_path / rows[0]["file"]) != _pixels(tmp_path / rows[6]["file"])).any()
+    assert pipe.unet is unet and pipe.num_fused_loras == 0
+
+    # pictures and documents
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "grid-000.png")
+    assert grid.width >= 3 * 64 and grid.height >= 2 * 64
+    assert Image.open(tmp_path / "chart.png").size[0] > 300
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and 'src="grid' not in html
+    md = (tmp_path / "report.md").read_text()
+    assert "| a wooden shelf |" in md and "grid-001.png" in md
+
+
+def _pixels(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def _cli(assets: Path, *argv) -> int:
+    args = ["compare", "--open", assets / "model", "--checker", assets / "checker", *FAST, *argv]
+    return main([str(a) for a in args])
+
+
+def test_cli_writes_report_and_registers_the_run(assets, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    lora = assets / "lora" / "catalog"
+    assert _cli(assets, "--prompt", PROMPT, "--seeds", 2, "--catalog-lora", lora, "--out", out) == 0
+    assert "all_present: open" in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["n_images"] == 2
+    [run] = runs.list_runs(tmp_path)
+    assert (run["kind"], run["status"], run["seeds"]) == ("compare", "finished", [0, 1])
+    assert run["models"]["catalog"]["name"] == "catalog" and "torch" in run["versions"]
+    # a second run into the same folder needs --overwrite
+    argv = ("--prompt", PROMPT, "--seeds", 2, "--catalog-lora", lora, "--out", out)
+    assert _cli(assets, *argv) == 2
+    assert "--out: " in capsys.readouterr().err
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    assert "compare  finished" in capsys.readouterr().out
+    assert main(["runs", "--root", str(tmp_path), "show", str(run["id"])]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["all_present_open"] is not None
+    assert main(["runs", "--root", str(tmp_path), "show", "99"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--prompt", PROMPT, "--catalog-lora", "no-such-adapter"], "--lora: unknown adapter"),
+        (["--prompt", "a sunny beach", "--catalog-lora", "LORA"], "names no catalog object"),
+        (["--prompt", PROMPT, "--seeds", 0, "--catalog-lora", "LORA"], "--seeds"),
+        (["--prompts", "EMPTY", "--catalog-lora", "LORA"], "holds no prompts"),
+        (["--prompts", "BAD", "--catalog-lora", "LORA"], "bad.jsonl:2: not valid JSON"),
+    ],
+)
+def test_cli_bad_input(assets, tmp_path, capsys, argv, message):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a sink"}\n{"prompt": "a\n')
+    subst = {
+        "EMPTY": tmp_path / "empty.txt",
+        "BAD": tmp_path / "bad.jsonl",
+        "LORA": assets / "lora" / "catalog",
+    }
+    argv = [subst.get(a, a) if isinstance(a, str) else a for a in argv]
+    assert _cli(assets, *argv, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genimg compare: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "report.json").exists()
