@@ -113,8 +113,11 @@ class Checkpointer:
 def _complete(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(_PREFIX)
-             and not p.name.endswith(".tmp")]
+    found = [
+        p
+        for p in run_dir.iterdir()
+        if p.is_dir() and p.name.startswith(_PREFIX) and not p.name.endswith(".tmp")
+    ]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -130,6 +133,9 @@ def latest_checkpoint(run_dir: Path | str) -> tuple[Path, dict] | None:
         try:
             return folder, load_checkpoint(folder)
         except Exception as err:  # corrupt or truncated: fall back to the previous one
-            print(f"warning: checkpoint {folder.name} unreadable ({err}); "
-                  "falling back to the previous one", file=sys.stderr)
+            print(
+                f"warning: checkpoint {folder.name} unreadable ({err}); "
+                "falling back to the previous one",
+                file=sys.stderr,
+            )
     return None

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = _top_parser()
         if argv and argv[0] not in ("-h", "--help"):
             parser.print_usage(sys.stderr)
-            print(f"genimg: error: unknown command {argv[0]!r}; choose from "
-                  f"{', '.join(COMMANDS)}", file=sys.stderr)
+            print(
+                f"genimg: error: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}",
+                file=sys.stderr,
+            )
             return 2
         parser.print_help()
         return 0 if argv else 2
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genimg {name}: error: not built yet", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(
-        prog=f"genimg {name}", description=text,
+        prog=f"genimg {name}",
+        description=text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.configure(parser)

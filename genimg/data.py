@@ -36,8 +36,11 @@ def _to_rgb(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
         im.load()
         if im.mode != "RGB":
-            im = im.convert("RGBA").convert("RGB") if "A" in im.mode or im.mode == "P" \
+            im = (
+                im.convert("RGBA").convert("RGB")
+                if "A" in im.mode or im.mode == "P"
                 else im.convert("RGB")
+            )
         if im.size != (size, size):
             # Centre-crop to a square, then resize: a product photo keeps its subject.
             w, h = im.size

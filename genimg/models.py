@@ -120,5 +120,10 @@ def build_components(cfg: ModelConfig) -> dict:
         prediction_type="epsilon",
         steps_offset=1,  # what diffusers expects of SD 1.x configs; avoids its warning
     )
-    return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet,
-            "scheduler": scheduler}
+    return {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "unet": unet,
+        "scheduler": scheduler,
+    }

@@ -97,8 +97,7 @@ def _build(cls, raw: dict, where: str):
     kwargs = {}
     for key, value in raw.items():
         sub = {"model": ModelConfig, "vae": VaeStage, "unet": UnetStage}.get(key)
-        kwargs[key] = _build(sub, value, f"{where}[{key}]") if sub and cls is BaseRecipe \
-            else value
+        kwargs[key] = _build(sub, value, f"{where}[{key}]") if sub and cls is BaseRecipe else value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -132,8 +131,9 @@ def vae_loss(vae, x: torch.Tensor, eps: torch.Tensor, st: VaeStage) -> torch.Ten
     return loss + st.kl_weight * dist.kl().mean()
 
 
-def diffusion_loss(unet, text_encoder, latents, input_ids, noise, timesteps, alphas_cumprod,
-                   snr_gamma: float) -> torch.Tensor:
+def diffusion_loss(
+    unet, text_encoder, latents, input_ids, noise, timesteps, alphas_cumprod, snr_gamma: float
+) -> torch.Tensor:
     """Epsilon-prediction loss, min-SNR-gamma weighted (Hang et al., 2023, eq. 13)."""
     ac = alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     noisy = ac.sqrt() * latents + (1 - ac).sqrt() * noise
@@ -158,16 +158,20 @@ def encode_latents(vae, images_u8: np.ndarray, device: str, batch_size: int = 64
 
 def _autocast(device: str):
     # bf16 on GPU; on these CPUs bf16 matmul is 5x slower than fp32 (feasibility notes).
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") \
+    return (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
         else torch.autocast("cpu", enabled=False)
+    )
 
 
 def _timed_out(t0: float, max_minutes: float) -> bool:
     return max_minutes > 0 and time.perf_counter() - t0 > 60 * max_minutes
 
 
-def _fit_steps(total: int, done: int, t_mark: float, steps_since_mark: int, t0: float,
-               max_minutes: float) -> int:
+def _fit_steps(
+    total: int, done: int, t_mark: float, steps_since_mark: int, t0: float, max_minutes: float
+) -> int:
     """Shrink `total` so the run ends within max_minutes, from the measured step time.
 
     Called once, early and inside the warm-up, so the learning-rate schedule after it is
@@ -192,8 +196,9 @@ def _log(out: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def train_vae(vae, images: np.ndarray, st: VaeStage, seed: int, out: Path, device: str,
-              resume: bool) -> dict:
+def train_vae(
+    vae, images: np.ndarray, st: VaeStage, seed: int, out: Path, device: str, resume: bool
+) -> dict:
     """Stage 1. Returns a summary (steps done, wall time, final loss)."""
     run = out / "vae"
     ckpt = Checkpointer(run)
@@ -223,8 +228,9 @@ def train_vae(vae, images: np.ndarray, st: VaeStage, seed: int, out: Path, devic
             y0, x0 = torch.randint(0, images.shape[1] - st.crop + 1, (2,), generator=g).tolist()
             batch = batch[:, y0 : y0 + st.crop, x0 : x0 + st.crop]
         x = _to_pixels(batch, device)
-        eps = torch.randn((st.batch_size, vae.config.latent_channels, *[x.shape[-1] // 8] * 2),
-                          generator=g).to(device)
+        eps = torch.randn(
+            (st.batch_size, vae.config.latent_channels, *[x.shape[-1] // 8] * 2), generator=g
+        ).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, st.lr, 100)
         with _autocast(device):
@@ -238,15 +244,27 @@ def train_vae(vae, images: np.ndarray, st: VaeStage, seed: int, out: Path, devic
         done = step + 1
         if done % 500 == 0 or done == total or _timed_out(t0, st.max_minutes):
             wall = time.perf_counter() - t0
-            ckpt.save(done, {"model": vae.state_dict(), "optimizer": opt.state_dict(),
-                             "step": done, "total": total, "wall_s": wall})
+            ckpt.save(
+                done,
+                {
+                    "model": vae.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": done,
+                    "total": total,
+                    "wall_s": wall,
+                },
+            )
             _log(out, {"stage": "vae", "step": done, "loss": loss_v, "wall_s": round(wall, 1)})
             if _timed_out(t0, st.max_minutes):
                 break
     ckpt.wait()
     vae.eval()
-    return {"steps": done, "wall_s": time.perf_counter() - t0,
-            "loss": loss_v, "checkpoint_stall_s": ckpt.stall_s}
+    return {
+        "steps": done,
+        "wall_s": time.perf_counter() - t0,
+        "loss": loss_v,
+        "checkpoint_stall_s": ckpt.stall_s,
+    }
 
 
 def _ema_update(ema: dict[str, torch.Tensor], modules: dict, decay: float) -> None:
@@ -256,8 +274,11 @@ def _ema_update(ema: dict[str, torch.Tensor], modules: dict, decay: float) -> No
 
 
 def _ema_copy(modules: dict) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{name}": p.detach().clone()
-            for prefix, module in modules.items() for name, p in module.named_parameters()}
+    return {
+        f"{prefix}.{name}": p.detach().clone()
+        for prefix, module in modules.items()
+        for name, p in module.named_parameters()
+    }
 
 
 def _load_ema_into(modules: dict, ema: dict[str, torch.Tensor]) -> None:
@@ -269,12 +290,26 @@ def _load_ema_into(modules: dict, ema: dict[str, torch.Tensor]) -> None:
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
     """Token ids padded to the encoder's window, as StableDiffusionPipeline pads them."""
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                     truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
 
 
-def train_unet(comp: dict, latents: torch.Tensor, ids: torch.Tensor, st: UnetStage, seed: int,
-               out: Path, device: str, resume: bool, on_sample=None) -> dict:
+def train_unet(
+    comp: dict,
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    st: UnetStage,
+    seed: int,
+    out: Path,
+    device: str,
+    resume: bool,
+    on_sample=None,
+) -> dict:
     """Stage 2: UNet + text encoder on (latent, caption ids) pairs; EMA weights at the end."""
     unet, te = comp["unet"], comp["text_encoder"]
     modules = {"unet": unet, "text_encoder": te}
@@ -315,8 +350,16 @@ def train_unet(comp: dict, latents: torch.Tensor, ids: torch.Tensor, st: UnetSta
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, st.lr, st.warmup)
         with _autocast(device):
-            loss = diffusion_loss(unet, te, latents[idx].to(device), batch_ids.to(device),
-                                  noise.to(device), t.to(device), ac, st.snr_gamma)
+            loss = diffusion_loss(
+                unet,
+                te,
+                latents[idx].to(device),
+                batch_ids.to(device),
+                noise.to(device),
+                t.to(device),
+                ac,
+                st.snr_gamma,
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -329,11 +372,28 @@ def train_unet(comp: dict, latents: torch.Tensor, ids: torch.Tensor, st: UnetSta
         stop = _timed_out(t0, st.max_minutes)
         if done % st.checkpoint_every == 0 or done == total or stop:
             wall = time.perf_counter() - t0
-            ckpt.save(done, {"unet": unet.state_dict(), "text_encoder": te.state_dict(),
-                             "optimizer": opt.state_dict(), "ema": ema, "step": done,
-                             "total": total, "wall_s": wall})
-            _log(out, {"stage": "unet", "step": done, "loss": loss_v, "lr": lr_at(
-                step, total, st.lr, st.warmup), "wall_s": round(wall, 1)})
+            ckpt.save(
+                done,
+                {
+                    "unet": unet.state_dict(),
+                    "text_encoder": te.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "ema": ema,
+                    "step": done,
+                    "total": total,
+                    "wall_s": wall,
+                },
+            )
+            _log(
+                out,
+                {
+                    "stage": "unet",
+                    "step": done,
+                    "loss": loss_v,
+                    "lr": lr_at(step, total, st.lr, st.warmup),
+                    "wall_s": round(wall, 1),
+                },
+            )
         if on_sample and st.sample_every and done % st.sample_every == 0:
             on_sample(done, ema)
         if stop:
@@ -342,8 +402,12 @@ def train_unet(comp: dict, latents: torch.Tensor, ids: torch.Tensor, st: UnetSta
     _load_ema_into(modules, ema)
     for m in modules.values():
         m.eval()
-    return {"steps": done, "wall_s": time.perf_counter() - t0, "loss": loss_v,
-            "checkpoint_stall_s": ckpt.stall_s}
+    return {
+        "steps": done,
+        "wall_s": time.perf_counter() - t0,
+        "loss": loss_v,
+        "checkpoint_stall_s": ckpt.stall_s,
+    }
 
 
 def _grid(images: list, cols: int):
@@ -363,19 +427,32 @@ def sample_grid(comp: dict, prompts: list[str], device: str, seeds: int = 4):
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
-        vae=comp["vae"], text_encoder=comp["text_encoder"], tokenizer=comp["tokenizer"],
-        unet=comp["unet"], scheduler=DPMSolverMultistepScheduler.from_config(
-            comp["scheduler"].config), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False).to(device)
+        vae=comp["vae"],
+        text_encoder=comp["text_encoder"],
+        tokenizer=comp["tokenizer"],
+        unet=comp["unet"],
+        scheduler=DPMSolverMultistepScheduler.from_config(comp["scheduler"].config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(device)
     pipe.set_progress_bar_config(disable=True)
     images = []
     for prompt in prompts:
         gens = [torch.Generator().manual_seed(s) for s in range(seeds)]
-        latents = torch.stack([torch.randn(comp["unet"].config.in_channels,
-                                           *[comp["unet"].config.sample_size] * 2, generator=g)
-                               for g in gens]).to(device)
-        images += pipe([prompt] * seeds, latents=latents, num_inference_steps=20,
-                       guidance_scale=7.5).images
+        latents = torch.stack(
+            [
+                torch.randn(
+                    comp["unet"].config.in_channels,
+                    *[comp["unet"].config.sample_size] * 2,
+                    generator=g,
+                )
+                for g in gens
+            ]
+        ).to(device)
+        images += pipe(
+            [prompt] * seeds, latents=latents, num_inference_steps=20, guidance_scale=7.5
+        ).images
     return _grid(images, seeds)
 
 
@@ -391,13 +468,16 @@ def train_base(recipe: BaseRecipe, out: Path, device: str = "cpu", resume: bool 
     comp = build_components(recipe.model)
     t_data = time.perf_counter()
     data = load_dataset(recipe.data, [recipe.caption_column], recipe.model.sample_size)
-    print(f"data: {len(data.images)} images from {data.source} in "
-          f"{time.perf_counter() - t_data:.0f} s; skipped {data.skipped}")
+    print(
+        f"data: {len(data.images)} images from {data.source} in "
+        f"{time.perf_counter() - t_data:.0f} s; skipped {data.skipped}"
+    )
     summary: dict = {"data": data.source, "n_images": len(data.images), "skipped": data.skipped}
 
     # 1. VAE
-    summary["vae"] = train_vae(comp["vae"], data.images, recipe.vae, recipe.seed, out, device,
-                               resume)
+    summary["vae"] = train_vae(
+        comp["vae"], data.images, recipe.vae, recipe.seed, out, device, resume
+    )
     # 2. Latents, and the scaling factor that gives them unit variance (as SD's 0.18215).
     comp["vae"].config.scaling_factor = 1.0
     latents = encode_latents(comp["vae"], data.images, device)
@@ -407,8 +487,7 @@ def train_base(recipe: BaseRecipe, out: Path, device: str = "cpu", resume: bool 
     summary["vae"]["scaling_factor"] = scale
     # 3. UNet + text encoder
     ids = tokenize(comp["tokenizer"], data.captions(recipe.caption_column))
-    summary["unet"] = train_unet(comp, latents, ids, recipe.unet, recipe.seed, out, device,
-                                 resume)
+    summary["unet"] = train_unet(comp, latents, ids, recipe.unet, recipe.seed, out, device, resume)
     # 4. Save the EMA weights as a diffusers folder, a sample grid and the run summary.
     for name in ("vae", "text_encoder", "unet"):
         comp[name].to("cpu").float()
@@ -423,7 +502,8 @@ def train_base(recipe: BaseRecipe, out: Path, device: str = "cpu", resume: bool 
 def configure(parser) -> None:
     parser.epilog = (
         "example:\n  genimg train-base --recipe assets/recipes/base.toml --out runs/base\n"
-        "  genimg train-base --recipe assets/recipes/base.toml --out runs/base --resume")
+        "  genimg train-base --recipe assets/recipes/base.toml --out runs/base --resume"
+    )
     parser.add_argument("--recipe", default=str(RECIPE), help="TOML recipe (default: %(default)s)")
     parser.add_argument("--data", help="override the recipe's data: DIR or catalog:N:SEED[:SPLIT]")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, model/, logs)")

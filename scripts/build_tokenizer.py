@@ -30,7 +30,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def build(bpe_gz: Path, out: Path) -> None:
-    merges = gzip.open(bpe_gz).read().decode("utf-8").split("\n")
+    with gzip.open(bpe_gz) as f:
+        merges = f.read().decode("utf-8").split("\n")
     merges = merges[1 : 49152 - 256 - 2 + 1]
     pairs = [tuple(m.split()) for m in merges]
     vocab = list(_bytes_to_unicode().values())

@@ -54,9 +54,8 @@ def pack(out: Path, sources: list[Path]) -> None:
     subprocess.run(
         ["split", "-b", "15m", "-d", str(tar_path), str(out / "results.tar.")], check=True
     )
-    print(
-        f"packed {tar_path.stat().st_size / 1e6:.1f} MB into {sorted(p.name for p in out.glob('results.tar.*'))}"
-    )
+    parts = sorted(p.name for p in out.glob("results.tar.*"))
+    print(f"packed {tar_path.stat().st_size / 1e6:.1f} MB into {parts}")
 
 
 def unpack(parts_dir: Path, dest: Path) -> None:
