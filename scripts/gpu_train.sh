@@ -37,7 +37,7 @@ CHK=$!
 
 # 2. Base model.
 el base start
-timeout 400 python3 -m genimg train-base --recipe assets/recipes/base.toml --out $R/base --device cuda > $R/base.log 2>&1
+timeout 400 python3 -m genimg train-base --recipe assets/recipes/base-gpu.toml --out $R/base --device cuda > $R/base.log 2>&1
 el "base rc=$?"; tail -3 $R/base.log
 
 # 3. Two adapters in parallel on the new base.
