@@ -10,12 +10,24 @@ The output folder is resumable: an image is written to a temporary file and rena
 only then is its line appended to `manifest.jsonl`; `--resume` redoes the chunks that lack a
 manifest line, with the same chunking as an uninterrupted run, so the result is
 byte-identical.
+
+`--until-correct K` renders an image the checker rejects again from the prompt's next seeds
+(seed + n, seed + 2n, ... for n images per prompt: seeds no other image of the prompt uses)
+and keeps the last try; the manifest lists every try, and the metrics give the first-try
+rate (the model's own) beside the acceptance rate (after selection). `genimg compare` never
+selects: its numbers are about the models.
+
+Under `accelerate launch` the fixed chunks are split between the processes (accelerate's
+distributed-inference pattern, `PartialState.split_between_processes`); each appends its
+own `manifest.part-NNN.jsonl`, and the main process merges them into `manifest.jsonl` in the
+order one process would have written it, each image once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -25,10 +37,12 @@ from genimg.errors import UsageError, check_float, check_int
 from genimg.prompts import OVERRIDES, PromptSpec, read_prompts
 from genimg.render import _BATCH, check_inputs, file_name
 
-__all__ = ["Settings", "render_batch"]
+__all__ = ["Settings", "acceptance_text", "options", "render_batch", "render_prompts"]
 
 MANIFEST = "manifest.jsonl"
+PARTS = "manifest.part-*.jsonl"  # one per process under accelerate launch
 CONFIG = "batch.json"
+REPORTS = ("report.json", "report.md")
 # -- rendering -------------------------------------------------------------------------------
 
 
@@ -100,6 +114,7 @@ class _Item:
     seed: int
     settings: Settings
     file: str  # relative to the output folder
+    stride: int = 1  # the prompt's num_images: --until-correct tries seed, seed + stride, ...
 
 
 def _plan(specs: list[PromptSpec], args) -> list[_Item]:
@@ -144,7 +159,7 @@ def _plan(specs: list[PromptSpec], args) -> list[_Item]:
                 name = f"{spec.index:05d}/samples/{i:05d}.png"
             else:
                 name = f"images/{spec.index:05d}-{file_name(seed, spec.prompt)}"
-            items.append(_Item(spec, i, seed, settings, name))
+            items.append(_Item(spec, i, seed, settings, name, o["num_images"]))
     return items
 
 
@@ -160,9 +175,14 @@ def _chunks(items: list[_Item]) -> list[list[_Item]]:
 # -- the output folder -----------------------------------------------------------------------
 
 
-def _read_manifest(out: Path) -> list[dict]:
+def _parts(out: Path) -> list[Path]:
+    """Manifest parts of processes under `accelerate launch`, not merged yet."""
+    return sorted(out.glob(PARTS)) if out.is_dir() else []
+
+
+def _read_manifest(out: Path, name: str = MANIFEST) -> list[dict]:
     """Manifest lines; a last line cut by a crash or a full disk is dropped from the file."""
-    path = out / MANIFEST
+    path = out / name
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -185,13 +205,23 @@ def _read_manifest(out: Path) -> list[dict]:
     return lines
 
 
+def _done(out: Path) -> dict[str, dict]:
+    """Finished images: manifest rows (merged or in parts) whose file is there, once each."""
+    done: dict[str, dict] = {}
+    for name in [MANIFEST, *(p.name for p in _parts(out))]:
+        for row in _read_manifest(out, name):
+            if (out / row["file"]).is_file():
+                done.setdefault(row["file"], row)
+    return done
+
+
 def _prepare_out(out: Path, args, config: dict) -> dict[str, dict]:
     """Check the folder against --resume/--overwrite; the manifest rows already done."""
     if args.resume and args.overwrite:
         raise UsageError("--resume", "give --resume or --overwrite, not both")
     if out.exists() and not out.is_dir():
         raise UsageError("--out", f"{out} is a file, not a folder")
-    ours = [n for n in (MANIFEST, CONFIG) if (out / n).exists()]
+    ours = [n for n in (MANIFEST, CONFIG) if (out / n).exists()] + [p.name for p in _parts(out)]
     if ours and not (args.resume or args.overwrite):
         raise UsageError(
             "--out",
@@ -199,10 +229,10 @@ def _prepare_out(out: Path, args, config: dict) -> dict[str, dict]:
             "it, --overwrite to replace it, or choose another folder",
         )
     if args.overwrite and ours:
-        for row in _read_manifest(out):
+        for row in _done(out).values():
             (out / row["file"]).unlink(missing_ok=True)
-        for name in ours:
-            (out / name).unlink()
+        for name in [*ours, *REPORTS]:
+            (out / name).unlink(missing_ok=True)
     done: dict[str, dict] = {}
     if args.resume and (out / CONFIG).exists():
         old = json.loads((out / CONFIG).read_text())
@@ -213,10 +243,24 @@ def _prepare_out(out: Path, args, config: dict) -> dict[str, dict]:
                     f"{out} was made with other settings ({key}: {old.get(key)!r}, now "
                     f"{config.get(key)!r}); use another --out or --overwrite",
                 )
-        done = {row["file"]: row for row in _read_manifest(out) if (out / row["file"]).is_file()}
+        done = _done(out)
     for tmp in out.rglob(".*.tmp-*") if out.exists() else []:
         tmp.unlink()  # a crashed run's unfinished files
     return done
+
+
+def _merge(out: Path, chunks: list[list[_Item]]) -> list[dict]:
+    """One manifest from the processes' parts, in the order one process writes it: each
+    image once, whichever part (or an earlier merge) holds it. Parts go once it is written."""
+    parts = _parts(out)
+    if not parts:
+        return _read_manifest(out)
+    order = {item.file: k for k, item in enumerate(i for chunk in chunks for i in chunk)}
+    rows = sorted(_done(out).values(), key=lambda r: order.get(r["file"], len(order)))
+    _write(out / MANIFEST, "".join(_line(r) for r in rows).encode())
+    for part in parts:
+        part.unlink()
+    return rows
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -229,13 +273,16 @@ def _write(path: Path, data: bytes) -> None:
         raise UsageError("--out", f"cannot write {path}: {err.strerror or err}") from None
 
 
+def _line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+
+
 def _append(path: Path, row: dict) -> None:
-    line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
     try:
         # One write of one line: a crash leaves the line whole or absent, and the reader
         # drops a cut last line (full disk).
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write(line)
+            handle.write(_line(row))
     except OSError as err:
         raise UsageError("--out", f"cannot append to {path}: {err.strerror or err}") from None
 
@@ -246,9 +293,14 @@ def _append(path: Path, row: dict) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "examples:\n  genimg batch --prompts assets/prompts/bathroom.txt --out runs/b1 "
-        "--num-images 4 --check\n  genimg batch --prompts prompts.jsonl --out runs/b1 --resume\n\n"
+        "--num-images 4 --check\n  genimg batch --prompts prompts.jsonl --out runs/b1 --resume\n"
+        "  genimg batch --prompts prompts.txt --out runs/b2 --until-correct 4\n"
+        "  accelerate launch --multi_gpu --num_processes 2 -m genimg batch --prompts "
+        "prompts.txt --out runs/b3\n\n"
         '.jsonl lines: {"prompt": ..., "negative_prompt", "seed", "num_images", "objects", '
-        '"lora", "id", ...};\nGenEval metadata lines ({"tag", "include", "prompt"}) too.'
+        '"lora", "id", ...};\nGenEval metadata lines ({"tag", "include", "prompt"}) too.\n'
+        "Under accelerate launch each process renders its share of the work and the main\n"
+        "process merges the manifests (on CPU, --multi_gpu is what starts K processes)."
     )
     add = parser.add_argument
     add("--prompts", required=True, type=Path, help="prompts file: .txt, .jsonl or GenEval")
@@ -266,9 +318,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--device", default="cpu", help="torch device (default cpu)")
     add("--check", action="store_true", help="score every image with the checker")
     add("--checker", default=None, help="checker folder (default: the shipped checker)")
+    add(
+        "--until-correct",
+        type=int,
+        default=None,
+        metavar="K",
+        help="try up to K seeds per image (seed, seed + num_images, ...) until the checker "
+        "passes every requested object; implies --check",
+    )
     add("--geneval", action="store_true", help="GenEval layout: OUT/NNNNN/samples/NNNNN.png")
     add("--resume", action="store_true", help="finish the run already in --out")
     add("--overwrite", action="store_true", help="replace the run already in --out")
+
+
+def options(prompts: Path | str, out: Path | str, **overrides) -> argparse.Namespace:
+    """`genimg batch`'s arguments with their CLI defaults, for callers holding loaded models
+    (the app): `render_prompts(pipe, options("p.txt", "out", num_images=2), checker)`."""
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(["--prompts", str(prompts), "--out", str(out)])
+    for key, value in overrides.items():
+        if not hasattr(args, key):
+            raise TypeError(f"unknown batch option {key!r}")
+        setattr(args, key, value)
+    return args
 
 
 def _config(args, specs: list[PromptSpec]) -> dict:
@@ -286,6 +359,7 @@ def _config(args, specs: list[PromptSpec]) -> dict:
         "lora",
         "check",
         "checker",
+        "until_correct",
         "geneval",
     )
     config = {k: getattr(args, k) for k in keys}
@@ -293,112 +367,241 @@ def _config(args, specs: list[PromptSpec]) -> dict:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
-    from genimg import __version__, adapters, pipeline, runs
-    from genimg.render import _png_bytes, _quiet_libraries, _versions
+@dataclass
+class _Job:
+    """A checked run: what to render, and with what."""
 
-    # 1. Check every argument and the folder before loading anything
+    args: argparse.Namespace
+    specs: list[PromptSpec]
+    items: list[_Item]
+    loras: dict  # spec NAME[:W] -> adapters.Lora
+    requested: dict  # prompt index -> ParseResult; empty without checking
+    folder: Path  # the model folder
+    config: dict
+
+    @property
+    def checks(self) -> bool:
+        return bool(self.args.check or self.args.until_correct)
+
+
+def _prepare(args) -> _Job:
+    """Check every argument before anything is loaded or written."""
+    from genimg import adapters, pipeline
+
     specs = read_prompts(args.prompts)
     items = _plan(specs, args)
     if args.scheduler not in pipeline.SCHEDULERS:
         choices = ", ".join(pipeline.SCHEDULERS)
         raise UsageError("--scheduler", f"unknown {args.scheduler!r}; choose from {choices}")
+    if args.until_correct is not None:
+        args.until_correct = check_int("--until-correct", args.until_correct, 1, 100)
     loras = {spec: adapters.resolve(spec) for spec in {x for i in items for x in i.settings.lora}}
-    requested = _requested(specs) if args.check else {}
+    requested = _requested(specs) if (args.check or args.until_correct) else {}
     folder = pipeline.check_model(args.model or pipeline.DEFAULT_MODEL)
-    out: Path = args.out
-    config = _config(args, specs)
-    done = _prepare_out(out, args, config)
-    out.mkdir(parents=True, exist_ok=True)
-    _write(out / CONFIG, (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode())
-    if args.geneval:
-        for spec in specs:
-            meta = spec.geneval or {"prompt": spec.prompt}
-            _write(
-                out / f"{spec.index:05d}" / "metadata.jsonl",
-                (json.dumps(meta, ensure_ascii=False) + "\n").encode(),
-            )
-    # 2. Load the model, adapters and checker once
+    return _Job(args, specs, items, loras, requested, folder, _config(args, specs))
+
+
+def _distributed(args):
+    """accelerate's PartialState when `accelerate launch` started several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=args.device == "cpu")  # gloo between CPU processes
+
+
+def _open_out(job: _Job, state) -> dict[str, dict]:
+    """The main process checks and prepares the folder; the others wait, then read it."""
+    out, args = job.args.out, job.args
+    done: dict[str, dict] = {}
+    if state is None or state.is_main_process:
+        done = _prepare_out(out, args, job.config)
+        out.mkdir(parents=True, exist_ok=True)
+        config = json.dumps(job.config, indent=2, ensure_ascii=False) + "\n"
+        _write(out / CONFIG, config.encode())
+        if args.geneval:
+            for spec in job.specs:
+                meta = spec.geneval or {"prompt": spec.prompt}
+                _write(
+                    out / f"{spec.index:05d}" / "metadata.jsonl",
+                    (json.dumps(meta, ensure_ascii=False) + "\n").encode(),
+                )
+    if state is not None:
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            done = _done(out)
+    return done
+
+
+def run(args: argparse.Namespace) -> int:
+    from genimg import checker as ck
+    from genimg import pipeline
+    from genimg.render import _quiet_libraries
+
+    # 1. Check every argument and the folder before loading anything
+    job = _prepare(args)
+    state = _distributed(args)
+    done = _open_out(job, state)
+    # 2. Load the model and checker once (per process)
+    device = str(state.device) if state is not None and args.device != "cpu" else args.device
     _quiet_libraries()
-    pipe = pipeline.load_pipeline(folder, device=args.device, scheduler=args.scheduler)
+    pipe = pipeline.load_pipeline(job.folder, device=device, scheduler=args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     checker = None
-    if args.check:
-        from genimg import checker as ck
+    if job.checks:
+        checker = ck.load_checker(args.checker or ck.DEFAULT_CHECKER, device=device)
+    # 3. Render, record, report
+    metrics = _execute(job, pipe, checker, done, state)
+    if metrics is not None:  # the main process
+        print(json.dumps(metrics))
+        if "acceptance_rate" in metrics:
+            print(acceptance_text(metrics), file=sys.stderr)
+    return 0
 
-        checker = ck.load_checker(args.checker or ck.DEFAULT_CHECKER, device=args.device)
+
+def render_prompts(pipe, args: argparse.Namespace, checker=None, progress=None) -> dict:
+    """Run `genimg batch` with a loaded pipeline (and checker, for --check/--until-correct):
+    the app's Batch tab. `progress(done, total)` is called after each image. Returns the
+    run's metrics; the folder holds what the command writes, the run is in the registry."""
+    job = _prepare(args)
+    if job.checks and checker is None:
+        raise UsageError("--check", "checking needs a loaded checker")
+    return _execute(job, pipe, checker, _open_out(job, None), None, progress)
+
+
+def _execute(job: _Job, pipe, checker, done: dict, state, progress=None) -> dict | None:
+    """Render this process's chunks, then (main process) merge, report and record."""
+    from genimg import __version__, adapters, pipeline, runs
+    from genimg.render import _png_bytes, _versions
+
+    args, out = job.args, job.args.out
+    main = state is None or state.is_main_process
     base = {
-        "model": pipeline.model_name(folder),
+        "model": pipeline.model_name(job.folder),
         "model_hash": pipeline.model_hash(pipe),
         "sampler": pipeline.SCHEDULERS[args.scheduler][2],
         "scheduler": args.scheduler,
         "genimg_version": __version__,
     }
     root = out.resolve().parent
-    run_id = runs.start_run(
-        root,
-        "batch",
-        out,
-        config,
-        {
-            "model": str(folder),
-            "model_hash": base["model_hash"],
-            "loras": [lo.record() for lo in loras.values()],
-        },
-        _versions(),
-        sorted({i.seed for i in items}),
-        resume=args.resume,
-    )
-    # 3. Render the chunks that are not done, appending the manifest after each file
+    run_id = 0
+    if main:
+        run_id = runs.start_run(
+            root,
+            "batch",
+            out,
+            job.config,
+            {
+                "model": str(job.folder),
+                "model_hash": base["model_hash"],
+                "loras": [lo.record() for lo in job.loras.values()],
+            },
+            _versions(),
+            sorted({i.seed for i in job.items}),
+            resume=args.resume,
+        )
+    # 1. This process's share of the fixed chunks (all of them without accelerate)
+    chunks = _chunks(job.items)
+    mine = chunks
+    manifest = out / MANIFEST
+    if state is not None:
+        with state.split_between_processes(chunks) as share:
+            mine = list(share)
+        manifest = out / PARTS.replace("*", f"{state.process_index:03d}")
     from tqdm import tqdm
 
+    total = sum(len(c) for c in mine)
+    finished = sum(i.file in done for c in mine for i in c)
     bar = tqdm(
-        total=len(items), initial=len(done), desc="batch", unit="img", file=sys.stderr, disable=None
+        total=total, initial=finished, desc="batch", unit="img", file=sys.stderr, disable=None
     )
-    cache: dict = {}
     active: tuple | None = None
+    cache: dict = {}
     start = time.perf_counter()
+    # 2. Render the chunks that are not done, appending the manifest after each file
     try:
-        for chunk in _chunks(items):
-            todo = [item for item in chunk if item.file not in done]
-            if not todo:
+        for chunk in mine:
+            if all(item.file in done for item in chunk):
                 continue
             settings = chunk[0].settings
             if settings.lora != active:
-                adapters.apply(pipe, [loras[x] for x in settings.lora])
+                adapters.apply(pipe, [job.loras[x] for x in settings.lora])
                 active, cache = settings.lora, {}
-            images = render_batch(pipe, [(i.spec.prompt, i.seed) for i in chunk], settings, cache)
-            wanted = [(i, im) for i, im in zip(chunk, images, strict=True) if i.file not in done]
-            verdicts = _check(checker, requested, wanted)
-            for (item, image), verdict in zip(wanted, verdicts, strict=True):
-                record = _record(item, base, [loras[x].record() for x in settings.lora])
-                _write(out / item.file, _png_bytes(image, record))
-                row = {
-                    **record,
-                    "index": item.spec.index,
-                    "id": item.spec.id,
-                    "image": item.image,
-                    "file": item.file,
-                }
-                if verdict is not None:
-                    row["check"] = verdict
-                _append(out / MANIFEST, row)
+            images, verdicts, tries = _render_chunk(pipe, checker, job, chunk, cache)
+            loras = [job.loras[x].record() for x in settings.lora]
+            for k, item in enumerate(chunk):
+                if item.file in done:
+                    continue
+                record = _record(item, base, loras, tries[k][-1]["seed"])
+                _write(out / item.file, _png_bytes(images[k], record))
+                row = {**record, "index": item.spec.index, "id": item.spec.id}
+                row.update(image=item.image, file=item.file)
+                if verdicts[k] is not None:
+                    row["check"] = verdicts[k]
+                if args.until_correct:
+                    row["attempts"] = tries[k]
+                    row["accepted"] = verdicts[k]["all_correct"] if verdicts[k] else None
+                _append(manifest, row)
                 done[item.file] = row
                 bar.update(1)
+                finished += 1
+                if progress is not None:
+                    progress(finished, total)
     except BaseException as err:
         bar.close()
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        runs.finish_run(root, run_id, status, {"images": len(done)})
+        if main:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            runs.finish_run(root, run_id, status, {"images": len(done)})
         raise
     bar.close()
-    # 4. Record the outcome
-    metrics = _metrics(list(done.values()), time.perf_counter() - start)
-    runs.finish_run(root, run_id, "finished", metrics, [MANIFEST])
-    print(json.dumps(metrics))
-    return 0
+    if state is not None:
+        state.wait_for_everyone()
+    if not main:
+        return None
+    # 3. One manifest, the report, the registry
+    rows = _merge(out, chunks)
+    metrics = _metrics(rows, time.perf_counter() - start, args.until_correct)
+    _write_report(out, job, rows, metrics)
+    runs.finish_run(root, run_id, "finished", metrics, [MANIFEST, *REPORTS])
+    return metrics
 
 
-def _record(item: _Item, base: dict, loras: list[dict]) -> dict:
+def _render_chunk(pipe, checker, job: _Job, chunk: list[_Item], cache: dict):
+    """Images, verdicts and tries for a chunk. With --until-correct K, the images the checker
+    rejects are rendered again from seed + t * num_images (t = 1 .. K-1) until they pass;
+    the last try is kept either way. The whole chunk always goes through its tries, so a
+    resumed chunk repeats an uninterrupted run's tries exactly."""
+    settings = chunk[0].settings
+    images = render_batch(pipe, [(i.spec.prompt, i.seed) for i in chunk], settings, cache)
+    verdicts = _check(checker, job.requested, list(zip(chunk, images, strict=True)))
+    tries = [[_try(i.seed, v)] for i, v in zip(chunk, verdicts, strict=True)]
+    for t in range(1, job.args.until_correct or 1):
+        redo = [k for k, v in enumerate(verdicts) if v is not None and not v["all_correct"]]
+        if not redo:
+            break
+        seeds = [chunk[k].seed + t * chunk[k].stride for k in redo]
+        requests = [(chunk[k].spec.prompt, s) for k, s in zip(redo, seeds, strict=True)]
+        again = render_batch(pipe, requests, settings, cache)
+        checked = _check(
+            checker, job.requested, [(chunk[k], im) for k, im in zip(redo, again, strict=True)]
+        )
+        for k, seed, image, verdict in zip(redo, seeds, again, checked, strict=True):
+            images[k], verdicts[k] = image, verdict
+            tries[k].append(_try(seed, verdict))
+    return images, verdicts, tries
+
+
+def _try(seed: int, verdict: dict | None) -> dict:
+    if verdict is None:
+        return {"seed": seed}
+    return {
+        "seed": seed,
+        "all_present": verdict["all_present"],
+        "all_correct": verdict["all_correct"],
+    }
+
+
+def _record(item: _Item, base: dict, loras: list[dict], seed: int) -> dict:
     """The image's own record (PNG text and manifest): no times, so reruns are identical."""
     s = item.settings
     return {
@@ -409,7 +612,7 @@ def _record(item: _Item, base: dict, loras: list[dict]) -> dict:
         "guidance_scale": s.guidance_scale,
         "height": s.height,
         "width": s.width,
-        "seed": item.seed,
+        "seed": seed,
         "loras": loras,
     }
 
@@ -449,10 +652,69 @@ def _check(checker, requested: dict, wanted: list) -> list:
     return verdicts
 
 
-def _metrics(rows: list[dict], seconds: float) -> dict:
+# -- metrics and the report ------------------------------------------------------------------
+
+
+def _metrics(rows: list[dict], seconds: float, until_correct: int | None = None) -> dict:
+    """Rates over the kept images; with --until-correct also what selection cost and hid:
+    `first_try_rate` (the images whose first seed passed) is the model's own rate,
+    `acceptance_rate` the rate after up to K tries."""
     checked = [r["check"] for r in rows if r.get("check")]
     metrics: dict = {"images": len(rows), "seconds": round(seconds, 1)}
     if checked:
         metrics["all_present_rate"] = sum(c["all_present"] for c in checked) / len(checked)
         metrics["all_correct_rate"] = sum(c["all_correct"] for c in checked) / len(checked)
+    tried = [r for r in rows if r.get("accepted") is not None]
+    if until_correct and tried:
+        accepted = sum(r["accepted"] for r in tried)
+        metrics.update(
+            until_correct=until_correct,
+            renders=sum(len(r["attempts"]) for r in tried),
+            accepted=accepted,
+            acceptance_rate=accepted / len(tried),
+            first_try_rate=sum(r["attempts"][0]["all_correct"] for r in tried) / len(tried),
+        )
     return metrics
+
+
+def acceptance_text(m: dict) -> str:
+    n = round(m["accepted"] / m["acceptance_rate"]) if m["acceptance_rate"] else m["images"]
+    return (
+        f"until-correct {m['until_correct']}: {m['accepted']} of {n} images accepted "
+        f"({m['acceptance_rate']:.0%}) after {m['renders']} renders; "
+        f"{m['first_try_rate']:.0%} passed on their first seed (the model's own rate)"
+    )
+
+
+def _write_report(out: Path, job: _Job, rows: list[dict], metrics: dict) -> None:
+    """report.json and report.md: the run's metrics, and per prompt its pass rates."""
+    per: list[dict] = []
+    for spec in job.specs:
+        mine = [r for r in rows if r["index"] == spec.index]
+        checked = [r["check"] for r in mine if r.get("check")]
+        entry: dict = {"index": spec.index, "prompt": spec.prompt, "images": len(mine)}
+        if checked:
+            entry["all_present"] = sum(c["all_present"] for c in checked)
+            entry["all_correct"] = sum(c["all_correct"] for c in checked)
+        if metrics.get("until_correct"):
+            entry["first_try"] = sum(r["attempts"][0].get("all_correct", False) for r in mine)
+            entry["renders"] = sum(len(r["attempts"]) for r in mine)
+        per.append(entry)
+    report = {"metrics": metrics, "prompts": per}
+    _write(out / "report.json", (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+    lines = [f"# Batch report: {out.name}", "", "| metric | value |", "|---|---|"]
+    for key, value in metrics.items():
+        lines.append(
+            f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |"
+        )
+    if "acceptance_rate" in metrics:
+        lines += ["", acceptance_text(metrics) + "."]
+    keys = [k for k in ("all_present", "all_correct", "first_try", "renders") if k in per[0]]
+    lines += ["", "| # | prompt | images | " + " | ".join(k.replace("_", " ") for k in keys) + " |"]
+    lines.append("|---" * (3 + len(keys)) + "|")
+    for e in per:
+        text = e["prompt"] if len(e["prompt"]) <= 80 else e["prompt"][:77] + "..."
+        text = text.replace("|", "\\|").replace("\n", " ")
+        cells = [str(e[k]) for k in keys]
+        lines.append(f"| {e['index']} | {text} | {e['images']} | " + " | ".join(cells) + " |")
+    _write(out / "report.md", ("\n".join(lines) + "\n").encode())

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_assets import FAST, make_checker, make_lora, make_model
 
 from genimg import pipeline, runs
@@ -239,3 +240,120 @@ def test_resume_after_kill_is_byte_identical(assets, tmp_path):
     assert not list(killed.rglob("*.tmp-*"))
     [run] = runs.list_runs(tmp_path)[1:]
     assert run["status"] == "finished" and run["out"] == str(killed.resolve())
+
+
+# -- --until-correct -------------------------------------------------------------------------
+
+
+def test_until_correct_retries_rejected_images_and_reports_honestly(
+    assets, pipe, tmp_path, capsys, monkeypatch
+):
+    from genimg import checker as ck
+
+    calls: list[int] = []
+    verdicts = iter([False, True, False, False, True, False])
+
+    def fake_check(checker, images, requested, names=None, batch_size=256):
+        calls.append(len(images))
+        return [
+            {"objects": [], "all_present": ok, "all_correct": ok, "suggestions": []}
+            for _, ok in zip(images, verdicts, strict=False)
+        ]
+
+    monkeypatch.setattr(ck, "check", fake_check)
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": SHELF, "seed": 10}) + "\n")
+    out = tmp_path / "uc"
+    argv = ["--prompts", tmp_path / "p.jsonl", "--out", out, "--num-images", 3]
+    assert _cli(assets, *argv, "--until-correct", 3, "--checker", assets / "checker") == 0
+    # Try 1: seeds 10-12 (11 passes); try 2: 13 and 15 (15 passes); try 3: 16 fails too.
+    assert calls == [3, 2, 1]
+    rows = _manifest(out)
+    assert [[a["seed"] for a in r["attempts"]] for r in rows] == [[10, 13, 16], [11], [12, 15]]
+    assert [r["seed"] for r in rows] == [16, 11, 15]  # the kept image is the last try
+    assert [r["accepted"] for r in rows] == [False, True, True]
+    kept = np.asarray(Image.open(out / rows[2]["file"]).convert("RGB"), dtype=int)
+    fresh = render(pipe, SHELF, "", 2, 7.5, 15, 1, 64, 64)[0]
+    assert np.abs(kept - np.asarray(fresh, dtype=int)).max() <= 1  # really seed 15's image
+    assert json.loads(Image.open(out / rows[2]["file"]).info["genimg"])["seed"] == 15
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["renders"] == 6 and metrics["accepted"] == 2
+    assert metrics["acceptance_rate"] == pytest.approx(2 / 3)
+    assert metrics["first_try_rate"] == pytest.approx(1 / 3)  # selection does not hide it
+    report = (out / "report.md").read_text()
+    assert "2 of 3 images accepted (67%) after 6 renders; 33% passed on their first seed" in report
+    assert json.loads((out / "report.json").read_text())["prompts"][0]["first_try"] == 1
+    [run] = runs.list_runs(tmp_path)
+    assert run["metrics"]["acceptance_rate"] == metrics["acceptance_rate"]
+    assert run["config"]["until_correct"] == 3
+
+
+def test_until_correct_is_checked_and_compare_has_none(assets, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text(SHELF + "\n")
+    argv = ["--prompts", tmp_path / "p.txt", "--out", tmp_path / "o", "--until-correct", 0]
+    assert _cli(assets, *argv) == 2
+    assert "--until-correct: expected an integer in [1, 100], got 0" in capsys.readouterr().err
+    argv = ["compare", "--prompt", SHELF, "--out", str(tmp_path / "c"), "--until-correct", "3"]
+    try:  # compare's numbers are about the models: it has no such option
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own exit
+        code = stop.code
+    assert code == 2 and "unrecognized arguments: --until-correct" in capsys.readouterr().err
+
+
+# -- accelerate launch -----------------------------------------------------------------------
+
+
+def test_merge_keeps_each_image_once_in_run_order(tmp_path):
+    from genimg.batch import _Item, _merge
+
+    spec = read_prompts(_write_txt(tmp_path / "p.txt", SHELF))[0]
+    items = [_Item(spec, i, i, Settings(), f"images/{i}.png") for i in range(4)]
+    (tmp_path / "images").mkdir()
+    for item in items:
+        (tmp_path / item.file).write_bytes(b"png")
+    row = {i.file: json.dumps({"file": i.file, "seed": i.seed}) + "\n" for i in items}
+    (tmp_path / "manifest.jsonl").write_text(row[items[0].file])  # merged by an earlier run
+    (tmp_path / "manifest.part-000.jsonl").write_text(row[items[0].file] + row[items[1].file])
+    (tmp_path / "manifest.part-001.jsonl").write_text(row[items[3].file] + row[items[2].file])
+    rows = _merge(tmp_path, [items[:2], items[2:]])
+    assert [r["seed"] for r in rows] == [0, 1, 2, 3]
+    assert _manifest(tmp_path) == rows and not list(tmp_path.glob("manifest.part-*"))
+
+
+def _write_txt(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow  # three Python processes start: tens of CPU seconds
+def test_accelerate_launch_two_processes_match_one(assets, tmp_path):
+    """accelerate launch --num_processes 2 splits the chunks; the merged result is the
+    single-process run's, image for image."""
+    prompts = tmp_path / "p.jsonl"
+    rows = [{"prompt": SHELF, "num_images": 3}, {"prompt": KETTLE, "negative_prompt": "dark"}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))  # two chunks
+    one, two = tmp_path / "one", tmp_path / "two"
+    argv = ["--prompts", prompts, "--num-images", 2, "--check", "--checker", assets / "checker"]
+    assert _cli(assets, *argv, "--out", one) == 0
+    # --multi_gpu is what makes accelerate start K processes (through torchrun); on a machine
+    # without GPUs, genimg's PartialState(cpu=True) joins them over gloo.
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command = launcher + ["--num_processes", "2", "--main_process_port", str(_free_port())]
+    command += ["-m", "genimg", "batch", "--model", str(assets / "model"), *FAST]
+    command += [str(a) for a in [*argv, "--out", two]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _hashes(two) == _hashes(one) and len(_hashes(one)) == 5
+    assert _manifest(two) == _manifest(one)  # the same rows, once each, in the same order
+    assert not list(two.glob("manifest.part-*"))
+    ran = [r for r in runs.list_runs(tmp_path) if r["out"] == str(two.resolve())]
+    assert [(r["status"], r["metrics"]["images"]) for r in ran] == [("finished", 5)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
