@@ -36,7 +36,9 @@ def load_image(path: str | Path):
             im = Image.open(path)
         except FileNotFoundError:
             raise ValueError("no such file") from None
-        except (UnidentifiedImageError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:
+            raise ValueError(f"is too large (at most {MAX_PIXELS:,} pixels)") from None
+        except UnidentifiedImageError:
             raise ValueError("not an image PIL can read (PNG, JPEG, WebP, ...)") from None
         except OSError as err:
             raise ValueError(f"cannot open: {err}") from None
@@ -130,9 +132,7 @@ def run(args) -> int:
             f"{', '.join(requested.unknown)}",
             file=sys.stderr,
         )
-    # 2. The checker, loaded once
-    checker = ck.load_checker(args.checker or ck.DEFAULT_CHECKER, device=args.device)
-    # 3. Images: a bad file is reported, the rest are scored
+    # 2. Images, before the checker loads: a bad file is reported, the rest are scored
     images, names, failed = [], [], {}
     for path in args.images:
         try:
@@ -140,10 +140,13 @@ def run(args) -> int:
             names.append(path)
         except ValueError as err:
             failed[path] = str(err)
-            print(f"genimg check: error: {path}: {err}", file=sys.stderr)
     if not images:
         first = next(iter(failed.items()))
         raise UsageError("IMAGE", f"no readable image ({first[0]}: {first[1]})")
+    for path, reason in failed.items():
+        print(f"genimg check: error: {path}: {reason}", file=sys.stderr)
+    # 3. The checker, loaded once
+    checker = ck.load_checker(args.checker or ck.DEFAULT_CHECKER, device=args.device)
     # 4. Score and print, in the order given
     scored = dict(zip(names, ck.check(checker, images, requested, names=names), strict=True))
     results = [scored.get(p) or {"image": p, "error": failed[p]} for p in args.images]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from genimg import checker as ck
-from genimg.errors import UsageError
+from genimg.errors import UsageError, check_float
 from genimg.taxonomy import COLORS, MATERIALS, OBJECTS
 
 __all__ = ["CheckerRecipe", "train_checker"]
@@ -537,7 +537,7 @@ def run(args) -> int:
             raise UsageError("--steps", f"must be a positive integer, got {args.steps}")
         recipe.steps = args.steps
     if args.max_minutes is not None:
-        recipe.max_minutes = args.max_minutes
+        recipe.max_minutes = check_float("--max-minutes", args.max_minutes, 0, 1e6)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise UsageError("--out", f"{out} is not empty; pass --resume to continue that run")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -62,13 +63,19 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def _write(folder: Path, skeleton: Any, tensors: dict[str, torch.Tensor]) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(skeleton))
-    for name in ("state.safetensors", "state.json"):
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
-    os.replace(tmp, folder)
+    try:
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(skeleton))
+        for name in ("state.safetensors", "state.json"):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        if folder.exists():  # an unreadable one that resume skipped: this step replaces it
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not stay full of a half
+        raise
 
 
 class Checkpointer:
@@ -107,7 +114,17 @@ class Checkpointer:
             self._thread = None
         if self._error is not None:
             err, self._error = self._error, None
+            # A full disk is the machine's fault, not the code's: keep its errno (safetensors
+            # reports it only in its message) so that the CLI says so in one line.
+            code = getattr(err, "errno", None) or _os_errno(str(err))
+            if code:
+                raise OSError(code, f"checkpoint write failed: {os.strerror(code)}") from err
             raise RuntimeError(f"checkpoint write failed: {err}") from err
+
+
+def _os_errno(message: str) -> int | None:
+    found = re.search(r"\(os error (\d+)\)", message)  # Rust's io::Error text
+    return int(found[1]) if found else None
 
 
 def _complete(run_dir: Path) -> list[Path]:

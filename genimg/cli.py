@@ -7,6 +7,7 @@ when its subcommand runs, so `genimg --help` and `genimg catalog` never import t
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -25,6 +26,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("genimg.runs", "list and show recorded runs"),
     "bench": ("genimg.bench", "measure speed against plain diffusers"),
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors raised as UsageError: one line, no usage dump."""
+
+    def error(self, message: str):
+        raise UsageError("", message)
+
+
+# Errors of the machine, not of the code: said in one line, as bad input is.
+_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS)
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -59,18 +71,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"genimg {name}: error: not built yet", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"genimg {name}",
         description=text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.configure(parser)
-    args = parser.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        return int(module.run(parser.parse_args(argv[1:])) or 0)
     except UsageError as err:
         print(f"genimg {name}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in _OS_ERRORS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"genimg {name}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"genimg {name}: interrupted", file=sys.stderr)
         return 130

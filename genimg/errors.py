@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Text past an encoder's window is cut with a warning; text this long is a pasted file, not a
+# prompt, and would only cost time and disk (it is kept in every image's record).
+MAX_PROMPT_CHARS = 200_000
+
 
 class UsageError(Exception):
     """Bad input: names the argument, the value and what would be accepted."""

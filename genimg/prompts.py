@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genimg.errors import UsageError
+from genimg.errors import MAX_PROMPT_CHARS, UsageError
 
 __all__ = ["OVERRIDES", "PromptSpec", "read_prompts"]
 
@@ -60,6 +60,9 @@ def read_prompts(path: Path | str) -> list[PromptSpec]:
         )
         if not spec.prompt.strip():
             raise UsageError("--prompts", f"{where}: empty prompt")
+        if len(spec.prompt) > MAX_PROMPT_CHARS:
+            size = f"{len(spec.prompt):,} characters; at most {MAX_PROMPT_CHARS:,}"
+            raise UsageError("--prompts", f"{where}: {size}")
         specs.append(spec)
     if not specs:
         raise UsageError("--prompts", f"{path} holds no prompts")

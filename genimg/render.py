@@ -17,7 +17,7 @@ import re
 import time
 from pathlib import Path
 
-from genimg.errors import UsageError, check_float, check_int, check_size
+from genimg.errors import MAX_PROMPT_CHARS, UsageError, check_float, check_int, check_size
 
 __all__ = ["check_inputs", "encode_prompt", "render"]
 
@@ -45,6 +45,13 @@ def check_inputs(
         raise UsageError("--prompt", f"must be non-empty text, got {prompt!r}")
     if not isinstance(negative_prompt, str):
         raise UsageError("--negative-prompt", f"must be text, got {negative_prompt!r}")
+    for arg, text in (("--prompt", prompt), ("--negative-prompt", negative_prompt)):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise UsageError(arg, f"{len(text):,} characters; at most {MAX_PROMPT_CHARS:,}")
+        try:  # argv bytes that are not UTF-8 arrive as lone surrogates; no file can hold them
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise UsageError(arg, f"not valid UTF-8 text at character {err.start}") from None
     check_int("--num-inference-steps", num_inference_steps, 1, 1000)
     check_float("--guidance-scale", guidance_scale, 0.0, 100.0)
     check_int("--seed", seed, 0, _MAX_SEED)

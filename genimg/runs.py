@@ -9,6 +9,7 @@ its process is gone, and `--resume` of the same output folder takes the same run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -52,6 +53,17 @@ def _connect(root: Path | str) -> sqlite3.Connection:
     return db
 
 
+@contextlib.contextmanager
+def _writing(root: Path | str):
+    """A connection for one write; a full disk or a locked file becomes a one-line error."""
+    try:
+        with _connect(root) as db:
+            yield db
+    except sqlite3.Error as err:
+        where = Path(root) / DB_NAME
+        raise UsageError("--out", f"cannot record the run in {where}: {err}") from None
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -77,7 +89,7 @@ def start_run(
         os.getpid(),
         *(json.dumps(x, ensure_ascii=False) for x in (config, models, versions, seeds)),
     )
-    with _connect(root) as db:
+    with _writing(root) as db:
         if resume:
             last = db.execute(
                 "SELECT id FROM runs WHERE out = ? AND kind = ? ORDER BY id DESC LIMIT 1",
@@ -107,7 +119,10 @@ def finish_run(
 ) -> None:
     if status not in ("finished", "interrupted", "failed"):
         raise ValueError(f"status must be finished, interrupted or failed, got {status!r}")
-    with _connect(root) as db:
+    # Recording a failure must not hide it: when that write fails too (the disk that failed
+    # the run is full), the run shows as interrupted once its process is gone.
+    failure = contextlib.suppress(UsageError) if status != "finished" else contextlib.nullcontext()
+    with failure, _writing(root) as db:
         db.execute(
             "UPDATE runs SET status = ?, finished = ?, metrics = ?, outputs = ? WHERE id = ?",
             (

@@ -10,7 +10,9 @@ adapters are switched on the one pipeline in place.
 
 from __future__ import annotations
 
+import contextlib
 import html
+import logging
 import os
 import random
 import re
@@ -25,7 +27,7 @@ import gradio as gr
 from genimg import __version__, adapters, pipeline
 from genimg import checker as ck
 from genimg.check import load_image, requested_objects
-from genimg.errors import UsageError, check_int, check_size
+from genimg.errors import UsageError, check_float, check_int, check_size
 from genimg.parse import ParseResult, parse_prompt
 from genimg.render import _append_record, _png_bytes, _write_atomic, check_inputs, file_name
 from genimg.render import render as render_images
@@ -99,7 +101,7 @@ def generate(
         prompt=prompt,
         negative_prompt=negative_prompt or "",
         num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 1000),
-        guidance_scale=float(guidance_scale),
+        guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
         height=check_size("height", height, 64, _MAX_SIDE),
         width=check_size("width", width, 64, _MAX_SIDE),
     )
@@ -179,7 +181,7 @@ def compare(
         prompt=prompt,
         negative_prompt="",
         num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 1000),
-        guidance_scale=float(guidance_scale),
+        guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
         height=check_size("height", height, 64, _MAX_SIDE),
         width=check_size("width", width, 64, _MAX_SIDE),
     )
@@ -225,10 +227,17 @@ def _rate(hits: list[bool]) -> dict:
 def _loras(adapter: str | None, weight: float, lora_dir) -> list:
     if not adapter or adapter == NO_ADAPTER:
         return []
-    if "/" in adapter or "\\" in adapter or adapter.startswith("."):
-        # Only names in the app's lora/ folder: a web user must not load arbitrary files.
+    # Only names in the app's lora/ folder, resolved there (never against the server's working
+    # folder) and kept inside it: a web user must not load arbitrary files.
+    root = Path(lora_dir).resolve()
+    if not isinstance(adapter, str) or adapter not in adapters.list_adapters(root):
         raise UsageError("adapter", f"{adapter!r}: expected a name from {lora_dir}")
-    return [adapters.resolve(f"{adapter}:{float(weight)}", lora_dir)]
+    lora = adapters.resolve(
+        f"{root / adapter}:{check_float('adapter_weight', weight, -2, 2)}", root
+    )
+    if not lora.path.resolve().is_relative_to(root):
+        raise UsageError("adapter", f"{adapter!r} links outside {lora_dir}; refused")
+    return [lora]
 
 
 def _run_dir(out_dir, kind: str) -> Path:
@@ -236,9 +245,27 @@ def _run_dir(out_dir, kind: str) -> Path:
     return Path(out_dir).resolve() / kind / f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+@contextlib.contextmanager
+def _warnings_as_notes(notes: list[str]):
+    """The library's warnings while rendering, added (once each) to what the user reads."""
+
+    class _Notes(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() not in notes:
+                notes.append(record.getMessage())
+
+    handler, logger = _Notes(logging.WARNING), logging.getLogger("genimg")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def _render_checked(pipe, checker, requested, params, loras, seed, n, run, sub="") -> list[Shot]:
     """Render n images from `seed`, write them as PNGs with their parameters, check them."""
-    images = render_images(pipe, **params, seed=seed, num_images=n)
+    with _warnings_as_notes(getattr(run, "notes", [])):  # e.g. a prompt cut at the window
+        images = render_images(pipe, **params, seed=seed, num_images=n)
     checks = ck.check(checker, images, requested) if requested.objects else None
     folder = run.run_dir / sub if sub else run.run_dir
     folder.mkdir(parents=True, exist_ok=True)
