@@ -1,0 +1,111 @@
+"""genimg bench --quick on tiny random models: one JSON object, every figure measured."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_assets import FAST, make_checker, make_lora, make_model
+
+from genimg import bench
+from genimg.cli import main
+
+# Ratios and rates: each must be a finite number above zero.
+POSITIVE = (
+    "render_speedup_vs_diffusers",
+    "batch_speedup_vs_naive",
+    "checker_images_per_s",
+    "unet_flop_utilization",
+    "cold_start_s",
+    "peak_rss_mb",
+    "images_per_s_batch",
+    "s_per_image_single",
+    "matmul_gflops",
+)
+# Adapter time / base time - 1: near zero when fused, so noise may push it below zero.
+OVERHEADS = ("fused_lora_overhead", "unfused_lora_overhead")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    make_lora(make_model(root / "model"), root / "lora")
+    make_checker(root / "checker")
+    return root
+
+
+def test_quick_bench_reports_every_figure(assets, capsys):
+    argv = ["bench", "--quick", "--json", "--clock", "cpu", *FAST]
+    argv += ["--model", assets / "model", "--lora", assets / "lora"]
+    argv += ["--checker", assets / "checker"]
+    assert main([str(a) for a in argv]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in POSITIVE:
+        assert math.isfinite(result[key]) and result[key] > 0, (key, result[key])
+    for key in OVERHEADS:
+        assert math.isfinite(result[key]) and result[key] > -1, (key, result[key])
+    assert 0 < result["unet_flop_utilization"] < 1
+    # The batch path draws what one plain diffusers call per image draws, seed for seed.
+    assert result["max_pixel_diff_vs_naive"] <= 2
+    assert result["all_present_rate_batch"] == result["all_present_rate_naive"]
+    assert result["config"]["num_prompts"] == 8 and result["config"]["num_inference_steps"] == 2
+
+
+def test_unet_flops_match_a_hand_count(assets):
+    """FlopCounterMode's total equals the convolutions, linear layers and attention products
+    counted by hand from the shapes each layer sees."""
+    from diffusers.models.attention_processor import Attention
+
+    from genimg import pipeline
+
+    pipe = pipeline.load_pipeline(assets / "model")
+    hand = []
+
+    def conv(m, args, out):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        hand.append(2 * out.numel() * m.in_channels // m.groups * k)
+
+    def linear(m, args, out):
+        hand.append(2 * out.numel() * m.in_features)
+
+    def attention(m, args, kwargs, out):
+        q = args[0] if args else kwargs["hidden_states"]
+        k = kwargs.get("encoder_hidden_states")
+        k = q if k is None else k
+        # Q K^T and softmax(.) V: two products of B x Lq x Lk x inner dim each
+        hand.append(4 * q.shape[0] * q.shape[1] * k.shape[1] * m.to_q.out_features)
+
+    for m in pipe.unet.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(conv)
+        elif isinstance(m, torch.nn.Linear):
+            m.register_forward_hook(linear)
+        elif isinstance(m, Attention):
+            m.register_forward_hook(attention, with_kwargs=True)
+    flops = bench.unet_flops_per_image(pipe, 64, 64, guidance_scale=1.0)
+    assert flops == sum(hand) > 0
+    hand.clear()
+    assert bench.unet_flops_per_image(pipe, 64, 64, guidance_scale=7.5) == 2 * flops
+
+
+def test_bench_prompts_are_distinct_and_fixed():
+    prompts = bench.bench_prompts(64)
+    assert len(set(prompts)) == 64
+    assert prompts == bench.bench_prompts(64)
+    assert prompts[0] == "a bathroom with a wooden shelf"
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="clock"):
+        bench.BenchConfig(clock="sundial")
