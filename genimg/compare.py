@@ -23,7 +23,7 @@ from pathlib import Path
 from genimg.errors import UsageError, check_int
 from genimg.report import MODELS, fmt_rate, write_report
 
-__all__ = ["compare", "mcnemar_exact", "wilson_interval"]
+__all__ = ["compare", "mcnemar_exact", "run_metrics", "wilson_interval"]
 
 _Z95 = 1.959963984540054  # the 97.5% normal quantile
 
@@ -241,6 +241,17 @@ def _report(results: list[dict], prompts, seeds, identity: dict, settings) -> di
     return report
 
 
+def run_metrics(report: dict) -> dict:
+    """What the runs registry keeps of a report: the headline rates and McNemar's p."""
+    metrics = {
+        f"{key}_{model}": report[key][model]["rate"]
+        for key in ("all_present", "all_correct")
+        for model in MODELS
+    }
+    metrics["all_present_mcnemar_p"] = report["all_present"]["mcnemar_p"]
+    return metrics
+
+
 # -- the `genimg compare` command ------------------------------------------------------------
 
 
@@ -339,12 +350,7 @@ def run(args: argparse.Namespace) -> int:
             root, run_id, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         )
         raise
-    metrics = {
-        f"{key}_{model}": report[key][model]["rate"]
-        for key in ("all_present", "all_correct")
-        for model in MODELS
-    }
-    metrics["all_present_mcnemar_p"] = report["all_present"]["mcnemar_p"]
+    metrics = run_metrics(report)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     runs.finish_run(root, run_id, "finished", metrics, ["report.json", "report.html"])
     # 4. The headline, on stdout

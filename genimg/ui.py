@@ -10,29 +10,45 @@ adapters are switched on the one pipeline in place.
 
 from __future__ import annotations
 
-import contextlib
 import html
-import logging
+import json
 import os
 import random
 import re
 import time
 import uuid
+import zipfile
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
 import gradio as gr
 
-from genimg import __version__, adapters, pipeline
-from genimg import checker as ck
+from genimg import __version__, adapters, pipeline, runs
 from genimg.check import load_image, requested_objects
 from genimg.errors import UsageError, check_float, check_int, check_size
 from genimg.parse import ParseResult, parse_prompt
-from genimg.render import _append_record, _png_bytes, _write_atomic, check_inputs, file_name
+from genimg.render import (
+    _append_record,
+    _png_bytes,
+    _versions,
+    _write_atomic,
+    check_inputs,
+    file_name,
+)
 from genimg.render import render as render_images
 
-__all__ = ["check_images", "compare", "create_demo", "generate", "launch"]
+__all__ = [
+    "batch",
+    "check_images",
+    "compare",
+    "create_demo",
+    "generate",
+    "launch",
+    "list_runs",
+    "open_run",
+]
 
 NO_ADAPTER = "none (open model)"
 EXAMPLES = [
@@ -47,6 +63,7 @@ _MAX_IMAGES = 16
 _MAX_TRIES = 10
 _MAX_SEEDS = 32
 _MAX_SIDE = 512
+_MAX_BATCH = 256  # images in one batch run from the app; genimg batch has no such bound
 
 
 @dataclass
@@ -101,7 +118,7 @@ def generate(
         prompt=prompt,
         negative_prompt=negative_prompt or "",
         num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 1000),
-        guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
+        guidance_scale=float(guidance_scale),
         height=check_size("height", height, 64, _MAX_SIDE),
         width=check_size("width", width, 64, _MAX_SIDE),
     )
@@ -152,6 +169,8 @@ def check_images(checker, images: list, prompt: str = "", objects: str = "") -> 
         except ValueError as err:
             results[i] = {"image": names[i], "error": str(err)}
     if loaded:
+        from genimg import checker as ck
+
         verdicts = ck.check(checker, loaded, requested, names=[names[i] for i in where])
         for i, verdict in zip(where, verdicts, strict=True):
             results[i] = verdict
@@ -174,8 +193,13 @@ def compare(
     lora_dir: Path | str = adapters.LORA_DIR,
     progress=None,
 ) -> dict:
-    """The same prompt and seeds through the open model and the model with `adapter`; per
-    requested object, presence rates with 95% Wilson intervals."""
+    """`genimg compare` for one prompt with the app's models: the same seeds through the open
+    model and the model with `adapter`, and its report (per requested object, presence rates
+    with 95% Wilson intervals and the paired McNemar test) in a run folder recorded in the
+    runs registry under `out_dir/runs`."""
+    from genimg import compare as cmp
+
+    # 1. Check inputs, as the CLI does, plus the serving limits
     num_seeds = check_int("num_seeds", num_seeds, 1, _MAX_SEEDS)
     params = dict(
         prompt=prompt,
@@ -189,31 +213,187 @@ def compare(
     loras = _loras(adapter, adapter_weight, lora_dir)
     if not loras:
         raise UsageError("adapter", f"choose an adapter from {lora_dir} to compare against")
-    requested = requested_objects(prompt, None)
-    run = Generated([], requested, run_dir=_run_dir(out_dir, "compare"))
-    sides = {}
-    for i, (side, side_loras) in enumerate((("open", []), ("catalog", loras))):
+    requested_objects(prompt, None)  # it names a catalog object, or the error says so
+    # 2. genimg compare's own verb, into a recorded run folder
+    seeds = list(range(seed, seed + num_seeds))
+    settings = cmp.RenderSettings(
+        "", *(params[k] for k in ("num_inference_steps", "guidance_scale", "height", "width"))
+    )
+    settings.extra["scheduler"] = _scheduler_name(pipe)[0]
+    root = _runs_root(out_dir)
+    run_dir = _run_dir(root, "compare")
+
+    def step(model: str, _prompt: int) -> None:
         if progress is not None:
-            progress(i / 2, desc=f"{side} model")
-        adapters.apply(pipe, side_loras)
-        sides[side] = _render_checked(
-            pipe, checker, requested, params, side_loras, seed, num_seeds, run, side
-        )
-    rows = []
-    for j, req in enumerate(requested.objects):
-        hits = {s: [shot.check["objects"][j]["present"] for shot in sides[s]] for s in sides}
-        rows.append({"phrase": req.phrase, **{s: _rate(hits[s]) for s in sides}})
-    all_present = {s: _rate([shot.check["all_present"] for shot in sides[s]]) for s in sides}
+            progress(0.5 if model == "open" else 1.0, desc=f"{model} model done")
+
+    config = {**params, "adapter": f"{adapter}:{float(adapter_weight)}", "seed": seed}
+    models = {"open": pipeline.model_name(pipe.name_or_path), "catalog": _public(loras[0])}
+    run_id = runs.start_run(root, "compare", run_dir, config, models, _versions(), seeds)
+    try:
+        report = cmp.compare(pipe, loras[0], checker, [prompt], seeds, run_dir, settings, step)
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        runs.finish_run(root, run_id, status)
+        raise
+    runs.finish_run(root, run_id, "finished", cmp.run_metrics(report), ["report.html"])
+    # 3. The images with their verdicts, for the tab
+    results = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    shots = {
+        side: [Shot(run_dir / r["file"], r["seed"], r) for r in results if r["model"] == side]
+        for side in ("open", "catalog")
+    }
     return {
         "prompt": prompt,
-        # Name, weight and hash; not the server's file path.
-        "adapter": {k: v for k, v in loras[0].record().items() if k != "path"},
-        "seeds": list(range(seed, seed + num_seeds)),
-        "objects": rows,
-        "all_present": all_present,
-        "shots": sides,
-        "run_dir": str(run.run_dir),
+        "adapter": _public(loras[0]),
+        "seeds": seeds,
+        "objects": report["objects"],
+        "all_present": report["all_present"],
+        "all_correct": report["all_correct"],
+        "shots": shots,
+        "run_dir": str(run_dir),
+        "run_id": run_id,
     }
+
+
+def batch(
+    pipe,
+    checker,
+    prompts_file: Path | str | None,
+    num_images: int = 2,
+    seed: int = 0,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 7.5,
+    height: int = 128,
+    width: int = 128,
+    adapter: str | None = None,
+    adapter_weight: float = 1.0,
+    check: bool = True,
+    until_correct: int = 1,
+    out_dir: Path | str = "outputs",
+    lora_dir: Path | str = adapters.LORA_DIR,
+    progress=None,
+) -> dict:
+    """`genimg batch` on an uploaded prompts file with the app's models, as a run recorded
+    under `out_dir/runs`; `until_correct` > 1 is `--until-correct`. Returns the run's
+    metrics, folder, manifest rows, report and a zip of images, manifest and report."""
+    from genimg import batch as bt
+
+    # 1. Check inputs, as the CLI does, plus the serving limits
+    if not prompts_file:
+        raise UsageError("prompts", "upload a prompts file (.txt, one prompt a line, or .jsonl)")
+    num_images = check_int("num_images", num_images, 1, _MAX_IMAGES)
+    until_correct = check_int("until_correct", until_correct, 1, _MAX_TRIES)
+    _check_batch_file(prompts_file, num_images, num_inference_steps, height, width)
+    loras = _loras(adapter, adapter_weight, lora_dir)
+    # 2. genimg batch itself, into a new run folder
+    run_dir = _run_dir(_runs_root(out_dir), "batch")
+    args = bt.options(
+        prompts_file,
+        run_dir,
+        num_images=num_images,
+        seed=check_int("seed", seed, 0, 2**62),
+        num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 100),
+        guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
+        height=check_size("height", height, 64, _MAX_SIDE),
+        width=check_size("width", width, 64, _MAX_SIDE),
+        model=str(pipe.name_or_path),
+        scheduler=_scheduler_name(pipe)[0],
+        lora=[f"{lo.path}:{lo.weight}" for lo in loras],
+        check=bool(check) or until_correct > 1,
+        until_correct=until_correct if until_correct > 1 else None,
+    )
+
+    def step(done: int, todo: int) -> None:
+        if progress is not None:
+            progress(done / todo, desc=f"{done} of {todo} images")
+
+    metrics = bt.render_prompts(pipe, args, checker if args.check else None, step)
+    # 3. One zip of what the run wrote
+    archive = run_dir / f"{run_dir.name}.zip"
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file())
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in files:
+            zf.write(path, path.relative_to(run_dir).as_posix())
+    rows = [json.loads(x) for x in (run_dir / bt.MANIFEST).read_text().splitlines()]
+    return {
+        "run_dir": run_dir,
+        "zip": archive,
+        "metrics": metrics,
+        "rows": rows,
+        "report": (run_dir / "report.md").read_text(),
+    }
+
+
+def _check_batch_file(path, num_images: int, steps, height, width) -> None:
+    """The serving limits on every line of a prompts file (read_prompts checks the rest)."""
+    from genimg.prompts import read_prompts
+
+    total = 0
+    for spec in read_prompts(path):
+        o = {"num_images": num_images, "num_inference_steps": steps} | spec.overrides
+        o = {"height": height, "width": width} | o
+        where = f"{Path(path).name}:{spec.line}: "
+        try:
+            if "lora" in spec.overrides:
+                raise UsageError("lora", "choose the adapter in the app, not in the file")
+            total += check_int("num_images", o["num_images"], 1, _MAX_IMAGES)
+            check_int("num_inference_steps", o["num_inference_steps"], 1, 100)
+            check_size("height", o["height"], 64, _MAX_SIDE)
+            check_size("width", o["width"], 64, _MAX_SIDE)
+        except UsageError as err:
+            raise UsageError("prompts", where + str(err)) from None
+    if total > _MAX_BATCH:
+        raise UsageError(
+            "prompts", f"{total} images; the app renders at most {_MAX_BATCH} a run (the CLI: any)"
+        )
+
+
+def list_runs(out_dir: Path | str = "outputs") -> list[dict]:
+    """The app's recorded runs (batch and compare), newest first."""
+    return runs.list_runs(_runs_root(out_dir))[::-1]
+
+
+def open_run(out_dir: Path | str, run_id: int) -> dict:
+    """A recorded run with its report text, pictures and download; only files inside
+    `out_dir`, which is all the app serves."""
+    out = Path(out_dir).resolve()
+    run = runs.get_run(_runs_root(out), check_int("run", run_id, 1, 2**62))
+    folder = Path(run["out"]).resolve()
+    found: dict = {"run": run, "report": "", "images": [], "download": None}
+    if not folder.is_relative_to(out) or not folder.is_dir():
+        found["report"] = f"The run's folder {run['out']} is not in the app's output folder."
+        return found
+    if (folder / "report.md").is_file():
+        # Pictures go to a gallery: a report's relative image links do not resolve here.
+        lines = (folder / "report.md").read_text().splitlines()
+        found["report"] = "\n".join(x for x in lines if not x.startswith("!["))
+    if run["kind"] == "compare":
+        found["images"] = sorted(folder.glob("grid-*.png")) + sorted(folder.glob("chart.png"))
+        found["download"] = folder / "report.html"
+    else:
+        manifest = folder / "manifest.jsonl"
+        rows = (
+            [json.loads(x) for x in manifest.read_text().splitlines()] if manifest.is_file() else []
+        )
+        found["images"] = [folder / r["file"] for r in rows[:_MAX_IMAGES]]
+        found["download"] = folder / f"{folder.name}.zip"
+    found["images"] = [
+        p for p in found["images"] if p.is_file() and p.resolve().is_relative_to(out)
+    ]
+    if found["download"] is not None and not found["download"].is_file():
+        found["download"] = None
+    return found
+
+
+def _public(lora) -> dict:
+    """An adapter's name, weight and hash; not the server's file path."""
+    return {k: v for k, v in lora.record().items() if k != "path"}
+
+
+def _runs_root(out_dir) -> Path:
+    """Where the app's batch and compare runs go, with their registry (genimg runs --root)."""
+    return Path(out_dir).resolve() / "runs"
 
 
 def _rate(hits: list[bool]) -> dict:
@@ -227,45 +407,24 @@ def _rate(hits: list[bool]) -> dict:
 def _loras(adapter: str | None, weight: float, lora_dir) -> list:
     if not adapter or adapter == NO_ADAPTER:
         return []
-    # Only names in the app's lora/ folder, resolved there (never against the server's working
-    # folder) and kept inside it: a web user must not load arbitrary files.
-    root = Path(lora_dir).resolve()
-    if not isinstance(adapter, str) or adapter not in adapters.list_adapters(root):
+    if "/" in adapter or "\\" in adapter or adapter.startswith("."):
+        # Only names in the app's lora/ folder: a web user must not load arbitrary files.
         raise UsageError("adapter", f"{adapter!r}: expected a name from {lora_dir}")
-    lora = adapters.resolve(
-        f"{root / adapter}:{check_float('adapter_weight', weight, -2, 2)}", root
-    )
-    if not lora.path.resolve().is_relative_to(root):
-        raise UsageError("adapter", f"{adapter!r} links outside {lora_dir}; refused")
-    return [lora]
+    return [adapters.resolve(f"{adapter}:{float(weight)}", lora_dir)]
 
 
 def _run_dir(out_dir, kind: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(out_dir).resolve() / kind / f"{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-@contextlib.contextmanager
-def _warnings_as_notes(notes: list[str]):
-    """The library's warnings while rendering, added (once each) to what the user reads."""
-
-    class _Notes(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage() not in notes:
-                notes.append(record.getMessage())
-
-    handler, logger = _Notes(logging.WARNING), logging.getLogger("genimg")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
+    """A new folder: `out_dir/KIND/STAMP`; in the runs root, `runs/KIND-STAMP`."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    root = Path(out_dir).resolve()
+    return root / f"{kind}-{stamp}" if root.name == "runs" else root / kind / stamp
 
 
 def _render_checked(pipe, checker, requested, params, loras, seed, n, run, sub="") -> list[Shot]:
     """Render n images from `seed`, write them as PNGs with their parameters, check them."""
-    with _warnings_as_notes(getattr(run, "notes", [])):  # e.g. a prompt cut at the window
-        images = render_images(pipe, **params, seed=seed, num_images=n)
+    images = render_images(pipe, **params, seed=seed, num_images=n)
+    from genimg import checker as ck
+
     checks = ck.check(checker, images, requested) if requested.objects else None
     folder = run.run_dir / sub if sub else run.run_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -354,12 +513,17 @@ def _notes_md(requested: ParseResult, notes: list[str] = ()) -> str:
 
 
 def _shot_json(shot: Shot) -> dict:
-    return {"file": str(shot.path), "seed": shot.seed, **shot.check}
+    return {**shot.check, "file": str(shot.path), "seed": shot.seed}
 
 
 def _rate_text(r: dict) -> str:
     lo, hi = r["ci95"]
     return f"{r['k']}/{r['n']} = {r['rate']:.0%} [{lo:.0%}, {hi:.0%}]"
+
+
+def _ready(model):
+    """A model passed as a Future (app.py serves before loading), once it is loaded."""
+    return model.result() if isinstance(model, Future) else model
 
 
 def _usage(fn):
@@ -383,8 +547,13 @@ CSS = """
 """
 
 
-def create_demo(pipe, checker, lora_dir="lora", out_dir="outputs", max_queue: int = 16):
-    """The Blocks app. Gradio writes what it serves (renders, uploads) under `out_dir`."""
+def create_demo(
+    pipe, checker, lora_dir="lora", out_dir="outputs", max_queue: int = 16, model_name=None
+):
+    """The Blocks app. Gradio writes what it serves (renders, uploads) under `out_dir`.
+
+    `pipe` and `checker` may be `concurrent.futures.Future`s that app.py fulfils after the
+    app is serving: a request waits for them (then `model_name` names the model)."""
     out = Path(out_dir).resolve()
     # Gradio keeps served files in GRADIO_TEMP_DIR, read when components and the server are
     # built: point it into out_dir so that launch()'s allowed_paths=[out_dir] is all it serves.
@@ -396,25 +565,26 @@ def create_demo(pipe, checker, lora_dir="lora", out_dir="outputs", max_queue: in
     with gr.Blocks(title="genimg", analytics_enabled=False) as demo:
         gr.Markdown(
             "## genimg · catalog-conditioned text-to-image\n"
-            f"Model `{pipeline.model_name(pipe.name_or_path)}`; every image is checked for "
+            f"Model `{model_name or pipeline.model_name(_ready(pipe).name_or_path)}`; "
+            "every image is checked for "
             "the objects the prompt asks for."
         )
         with gr.Tab("Generate"):
             _generate_tab(pipe, checker, names, lora_dir, out, model)
         with gr.Tab("Compare"):
-            _compare_tab(pipe, checker, names, lora_dir, out, model)
+            compared = _compare_tab(pipe, checker, names, lora_dir, out, model)
         with gr.Tab("Check"):
             _check_tab(checker, model)
         with gr.Tab("Batch"):
-            gr.Markdown(_pending("genimg.batch", "Batch rendering", "genimg batch"))
+            batched = _batch_tab(pipe, checker, names, lora_dir, out, model)
         with gr.Tab("Runs"):
-            gr.Markdown(_pending("genimg.runs", "The runs registry", "genimg runs"))
+            load_runs, dashboard = _runs_tab(out)
+        # The dashboard is filled when the page opens and after every recorded run.
+        demo.load(load_runs, None, dashboard, api_visibility="private")
+        for event in (compared, batched):
+            event.then(load_runs, None, dashboard, api_visibility="private")
     demo.queue(max_size=max_queue, default_concurrency_limit=1)
     return demo
-
-
-def _pending(module: str, what: str, command: str) -> str:
-    return f"{what} is not in this build's web app yet; use `{command}` ({module})."
 
 
 def _generate_tab(pipe, checker, names, lora_dir, out, model) -> None:
@@ -441,7 +611,9 @@ def _generate_tab(pipe, checker, names, lora_dir, out, model) -> None:
                 adapter = gr.Dropdown([NO_ADAPTER, *names], value=NO_ADAPTER, label="Adapter")
                 weight = gr.Slider(-2, 2, value=1.0, step=0.05, label="Adapter weight")
             with gr.Row():
-                keep = gr.Checkbox(label="Keep only images that pass the checker", value=False)
+                keep = gr.Checkbox(
+                    label="Keep only images in which every requested object passes", value=False
+                )
                 tries = gr.Slider(1, _MAX_TRIES, value=3, step=1, label="Max tries")
             button = gr.Button("Generate", variant="primary", elem_id="generate-btn")
             gr.Examples([[e] for e in EXAMPLES], inputs=[prompt_box], cache_examples=False)
@@ -476,9 +648,9 @@ def _generate_tab(pipe, checker, names, lora_dir, out, model) -> None:
     ):
         result = _usage(
             lambda: generate(
-                pipe, checker, prompt, negative_prompt, num_inference_steps, guidance_scale,
-                seed, num_images, height, width, adapter, adapter_weight, keep_passing,
-                max_tries, out, lora_dir, progress,
+                _ready(pipe), _ready(checker), prompt, negative_prompt, num_inference_steps,
+                guidance_scale, seed, num_images, height, width, adapter, adapter_weight,
+                keep_passing, max_tries, out, lora_dir, progress,
             )
         )  # fmt: skip
         info = {
@@ -505,7 +677,7 @@ def _generate_tab(pipe, checker, names, lora_dir, out, model) -> None:
     dice.click(lambda: random.randrange(2**31), None, seed, api_visibility="private", queue=False)
 
 
-def _compare_tab(pipe, checker, names, lora_dir, out, model) -> None:
+def _compare_tab(pipe, checker, names, lora_dir, out, model):
     default = "catalog" if "catalog" in names else (names[0] if names else None)
     with gr.Row():
         prompt_box = gr.Textbox(
@@ -523,7 +695,7 @@ def _compare_tab(pipe, checker, names, lora_dir, out, model) -> None:
     if not names:
         gr.Markdown(f"No adapter in `{lora_dir}` yet: train one with `genimg train-lora`.")
     rates = gr.Dataframe(
-        headers=["object", "open model", "catalog model"],
+        headers=["object", "open model", "catalog model", "McNemar p"],
         label="Presence rate [95% Wilson interval]",
         elem_id="rates",
     )
@@ -556,19 +728,17 @@ def _compare_tab(pipe, checker, names, lora_dir, out, model) -> None:
     ):
         report = _usage(
             lambda: compare(
-                pipe, checker, prompt, adapter, adapter_weight, num_seeds, seed,
+                _ready(pipe), _ready(checker), prompt, adapter, adapter_weight, num_seeds, seed,
                 num_inference_steps, guidance_scale, out_dir=out, lora_dir=lora_dir,
                 progress=progress,
             )
         )  # fmt: skip
+        rows = [(r["phrase"], r) for r in report["objects"]]
+        rows.append(("all present", report["all_present"]))
         table = [
-            [r["phrase"], _rate_text(r["open"]), _rate_text(r["catalog"])]
-            for r in report["objects"]
+            [name, _rate_text(r["open"]), _rate_text(r["catalog"]), f"{r['mcnemar_p']:.2g}"]
+            for name, r in rows
         ]
-        all_present = report["all_present"]
-        table.append(
-            ["all present", _rate_text(all_present["open"]), _rate_text(all_present["catalog"])]
-        )
         shots = report.pop("shots")
         report["images"] = {side: [_shot_json(s) for s in shots[side]] for side in shots}
         return (
@@ -580,21 +750,219 @@ def _compare_tab(pipe, checker, names, lora_dir, out, model) -> None:
             report,
         )
 
-    button.click(
+    return button.click(
         run, [prompt_box, adapter, weight, seeds, seed, steps, guidance],
         [rates, open_gallery, catalog_gallery, open_list, catalog_list, details],
         api_name="compare", **model,
     )  # fmt: skip
 
 
+def _batch_tab(pipe, checker, names, lora_dir, out, model):
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompts = gr.File(
+                label="Prompts file: .txt (one prompt a line) or .jsonl (prompt + overrides)",
+                file_types=[".txt", ".jsonl"],
+                elem_id="batch-file",
+            )
+            with gr.Row():
+                count = gr.Slider(1, _MAX_IMAGES, value=2, step=1, label="Images per prompt")
+                seed = gr.Number(value=0, precision=0, minimum=0, label="First seed")
+            with gr.Row():
+                steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
+                guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance scale")
+            with gr.Row():
+                height = gr.Slider(64, _MAX_SIDE, value=128, step=8, label="Height")
+                width = gr.Slider(64, _MAX_SIDE, value=128, step=8, label="Width")
+            with gr.Row():
+                adapter = gr.Dropdown([NO_ADAPTER, *names], value=NO_ADAPTER, label="Adapter")
+                weight = gr.Slider(-2, 2, value=1.0, step=0.05, label="Adapter weight")
+            with gr.Row():
+                check = gr.Checkbox(value=True, label="Check every image")
+                until = gr.Slider(
+                    1, _MAX_TRIES, value=1, step=1, label="Until correct: seeds per image (1: off)"
+                )
+            button = gr.Button("Run batch", variant="primary", elem_id="batch-btn")
+        with gr.Column(scale=3):
+            summary = gr.Markdown(elem_id="batch-summary")
+            download = gr.File(label="Images, manifest and report (zip)", elem_id="batch-zip")
+            gallery = gr.Gallery(
+                label=f"Images (the first {_MAX_IMAGES})",
+                columns=8,
+                height="auto",
+                format="png",
+                elem_id="batch-gallery",
+            )
+            report = gr.Markdown(elem_id="batch-report")
+
+    def run(
+        prompts,
+        num_images=2,
+        seed=0,
+        num_inference_steps=20,
+        guidance_scale=7.5,
+        height=128,
+        width=128,
+        adapter=NO_ADAPTER,
+        adapter_weight=1.0,
+        check=True,
+        until_correct=1,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        result = _usage(
+            lambda: batch(
+                _ready(pipe), _ready(checker), prompts, num_images, seed, num_inference_steps,
+                guidance_scale, height, width, adapter, adapter_weight, check, until_correct,
+                out, lora_dir, progress,
+            )
+        )  # fmt: skip
+        rows = result["rows"][:_MAX_IMAGES]
+        return (
+            _batch_summary(result),
+            str(result["zip"]),
+            [(str(result["run_dir"] / r["file"]), _row_caption(r)) for r in rows],
+            result["report"],
+        )
+
+    inputs = [prompts, count, seed, steps, guidance, height, width, adapter, weight, check, until]
+    return button.click(
+        run, inputs, [summary, download, gallery, report], api_name="batch", **model
+    )
+
+
+def _batch_summary(result: dict) -> str:
+    from genimg.batch import acceptance_text
+
+    m = result["metrics"]
+    lines = [f"**{result['run_dir'].name}**: {m['images']} images in {m['seconds']} s."]
+    if "all_correct_rate" in m:
+        lines.append(
+            f"All requested objects present in {m['all_present_rate']:.0%} of the images, "
+            f"all correct (material, colour, count too) in {m['all_correct_rate']:.0%}."
+        )
+    if "acceptance_rate" in m:
+        lines.append(acceptance_text(m) + ".")
+    return "\n\n".join(lines)
+
+
+def _row_caption(row: dict) -> str:
+    text = f"seed {row['seed']}"
+    if row.get("check"):
+        text += " · ✓" if row["check"]["all_correct"] else " · ✗"
+    if "attempts" in row:
+        text += f" · {len(row['attempts'])} tries"
+    return text
+
+
+_RUN_COLUMNS = ["id", "kind", "status", "started", "size", "headline", "folder"]
+
+
+def _run_row(run: dict) -> list:
+    m = run["metrics"] or {}
+    if run["kind"] == "compare":
+        size = f"{len(run['seeds'])} seeds"
+        head = ""
+        if "all_present_open" in m:
+            head = f"all present: open {m['all_present_open']:.0%}, "
+            head += f"catalog {m['all_present_catalog']:.0%}"
+    else:
+        size = f"{m.get('images', '?')} images"
+        head = f"all correct {m['all_correct_rate']:.0%}" if "all_correct_rate" in m else ""
+        if "acceptance_rate" in m:
+            head += f"; accepted {m['acceptance_rate']:.0%} (first try {m['first_try_rate']:.0%})"
+    return [
+        run["id"],
+        run["kind"],
+        run["status"],
+        run["started"],
+        size,
+        head,
+        Path(run["out"]).name,
+    ]
+
+
+def _runs_frame(found: list[dict]):
+    """One point per run and headline metric, for the plot over time."""
+    import pandas as pd
+
+    names = {
+        "all_correct_rate": "batch: all correct",
+        "acceptance_rate": "batch: accepted (until correct)",
+        "all_present_open": "compare: all present, open",
+        "all_present_catalog": "compare: all present, catalog",
+    }
+    points = [
+        {"started": pd.Timestamp(r["started"]), "rate": float(r["metrics"][k]), "metric": name}
+        for r in found
+        if r["metrics"]
+        for k, name in names.items()
+        if isinstance(r["metrics"].get(k), (int, float))
+    ]
+    return pd.DataFrame(points or None, columns=["started", "rate", "metric"])
+
+
+def _runs_tab(out: Path):
+    gr.Markdown(
+        "The batch and compare runs of this app, from its runs registry "
+        f"(`genimg runs --root {out / 'runs'}` lists the same)."
+    )
+    with gr.Row():
+        pick = gr.Dropdown([], label="Open a run", scale=3, elem_id="runs-pick")
+        refresh = gr.Button("Refresh", scale=1, size="sm", elem_id="runs-refresh")
+    table = gr.Dataframe(headers=_RUN_COLUMNS, label="Runs", interactive=False, elem_id="runs")
+    plot = gr.ScatterPlot(
+        x="started",
+        y="rate",
+        color="metric",
+        y_lim=[0, 1],
+        label="Headline rates over time",
+        height=260,
+        elem_id="runs-plot",
+    )
+    with gr.Row():
+        with gr.Column(scale=3):
+            report = gr.Markdown(elem_id="runs-report")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="Pictures", columns=4, height="auto", elem_id="runs-gallery")
+            download = gr.File(label="Download", elem_id="runs-download")
+    with gr.Accordion("The run's record (JSON)", open=False):
+        record = gr.JSON(label="run")
+
+    def load():
+        found = list_runs(out)
+        choices = [
+            (f"#{r['id']} {r['kind']} · {r['started']} · {r['status']}", r["id"]) for r in found
+        ]
+        return (
+            [_run_row(r) for r in found],
+            _runs_frame(found),
+            gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
+        )
+
+    def show(run_id):
+        if run_id is None:
+            return "", [], None, None
+        found = _usage(lambda: open_run(out, run_id))
+        download = str(found["download"]) if found["download"] else None
+        return found["report"], [str(p) for p in found["images"]], download, found["run"]
+
+    dashboard = [table, plot, pick]
+    refresh.click(load, None, dashboard, api_name="runs")
+    pick.change(show, pick, [report, gallery, download, record], api_visibility="private")
+    return load, dashboard
+
+
 def _check_tab(checker, model) -> None:
     with gr.Row():
         with gr.Column():
-            files = gr.File(label="Images", file_count="multiple", file_types=["image"])
+            files = gr.File(
+                label="Images", file_count="multiple", file_types=["image"], elem_id="check-files"
+            )
             objects_box = gr.Textbox(
                 label="Objects (';'-separated), or leave empty and give a prompt",
                 placeholder="wooden shelf; 2 wicker baskets; white ceramic sink",
                 value="",
+                elem_id="check-objects",
             )
             prompt_box = gr.Textbox(label="Prompt", lines=2, value="")
             button = gr.Button("Check", variant="primary", elem_id="check-btn")
@@ -602,11 +970,12 @@ def _check_tab(checker, model) -> None:
             table = gr.Dataframe(
                 headers=["image", "object", "present", "score", "material", "colour", "count"],
                 label="Checker verdicts",
+                elem_id="check-table",
             )
             details = gr.JSON(label="Details")
 
     def run(prompt="", images=None, objects=""):
-        results = _usage(lambda: check_images(checker, images or [], prompt, objects))
+        results = _usage(lambda: check_images(_ready(checker), images or [], prompt, objects))
         rows = []
         for r in results:
             if "error" in r:

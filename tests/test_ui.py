@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -292,6 +293,124 @@ def test_checklist_escapes_user_text():
     assert "✗" in page and "✓" not in page  # an absent object's material is not judged
 
 
+def _prompts_file(path: Path, *rows: dict) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def test_batch_tab_runs_genimg_batch_zips_it_and_records_it(pipe, checker, lora_dir, tmp_path):
+    prompts = _prompts_file(
+        tmp_path / "prompts.jsonl", {"prompt": PROMPT}, {"prompt": "a red kettle", "seed": 7}
+    )
+    out = tmp_path / "outputs"
+    result = ui.batch(
+        pipe, checker, prompts, num_images=2, adapter="catalog", out_dir=out,
+        lora_dir=lora_dir, **FAST,
+    )  # fmt: skip
+    assert result["run_dir"].parent == out.resolve() / "runs"
+    assert result["metrics"]["images"] == 4 and "all_correct_rate" in result["metrics"]
+    assert [(r["index"], r["seed"]) for r in result["rows"]] == [(0, 0), (0, 1), (1, 7), (1, 8)]
+    assert all(r["loras"][0]["name"] == "catalog" for r in result["rows"])
+    assert [o["object"] for o in result["rows"][0]["check"]["objects"]][:2] == ["shelf", "basket"]
+    with zipfile.ZipFile(result["zip"]) as zf:
+        names = set(zf.namelist())
+        assert {"manifest.jsonl", "batch.json", "report.md", "report.json"} <= names
+        assert {r["file"] for r in result["rows"]} <= names
+        png = zf.read(result["rows"][2]["file"])
+    assert png == (result["run_dir"] / result["rows"][2]["file"]).read_bytes()
+    assert "# Batch report" in result["report"] and "a red kettle" in result["report"]
+    # The same run in the registry, and opened from the dashboard
+    [run] = ui.list_runs(out)
+    assert (run["kind"], run["status"], run["metrics"]["images"]) == ("batch", "finished", 4)
+    opened = ui.open_run(out, run["id"])
+    assert opened["download"] == result["zip"]
+    assert [p.name for p in opened["images"]] == [Path(r["file"]).name for r in result["rows"]]
+    assert "| images | 4 |" in opened["report"]
+
+
+def test_batch_tab_until_correct_counts_what_it_rejects(pipe, checker, tmp_path, monkeypatch):
+    verdicts = iter([False, True, True])
+
+    def fake_check(checker, images, requested, names=None, batch_size=256):
+        return [
+            {"objects": [], "all_present": ok, "all_correct": ok, "suggestions": []}
+            for _, ok in zip(images, verdicts, strict=False)
+        ]
+
+    monkeypatch.setattr(ck, "check", fake_check)
+    prompts = _prompts_file(tmp_path / "p.jsonl", {"prompt": PROMPT, "seed": 3})
+    result = ui.batch(
+        pipe, checker, prompts, num_images=2, until_correct=3, out_dir=tmp_path, **FAST
+    )
+    assert [[a["seed"] for a in r["attempts"]] for r in result["rows"]] == [[3, 5], [4]]
+    m = result["metrics"]
+    assert (m["renders"], m["accepted"], m["first_try_rate"]) == (3, 2, 0.5)
+    summary = ui._batch_summary(result)
+    assert "2 of 2 images accepted (100%) after 3 renders; 50% passed on their first" in summary
+    assert ui._row_caption(result["rows"][0]) == "seed 5 · ✓ · 2 tries"
+
+
+@pytest.mark.parametrize(
+    "rows, kwargs, message",
+    [
+        ([{"prompt": PROMPT, "lora": "/etc/passwd"}], {}, "p.jsonl:1: lora: choose the adapter"),
+        ([{"prompt": PROMPT, "num_images": 16}] * 17, {}, "272 images; the app renders at most"),
+        ([{"prompt": PROMPT, "height": 2048}], {}, "p.jsonl:1: height"),
+        ([{"prompt": PROMPT}], {"until_correct": 11}, "until_correct"),
+        ([{"prompt": PROMPT}], {"adapter": "../../etc"}, "adapter"),
+        (None, {}, "prompts: upload a prompts file"),
+    ],
+)
+def test_batch_tab_refuses_bad_input_and_records_nothing(
+    pipe, checker, lora_dir, tmp_path, rows, kwargs, message
+):
+    prompts = _prompts_file(tmp_path / "p.jsonl", *rows) if rows else None
+    out = tmp_path / "outputs"
+    with pytest.raises(UsageError, match=message):
+        ui.batch(pipe, checker, prompts, out_dir=out, lora_dir=lora_dir, **FAST, **kwargs)
+    assert not out.exists()
+
+
+def test_runs_dashboard_lists_plots_and_opens_runs(pipe, checker, lora_dir, tmp_path):
+    from genimg import runs
+
+    report = ui.compare(
+        pipe, checker, PROMPT, "catalog", num_seeds=2, out_dir=tmp_path, lora_dir=lora_dir, **FAST
+    )
+    prompts = _prompts_file(tmp_path / "p.jsonl", {"prompt": "a brass lamp"})
+    ui.batch(pipe, checker, prompts, num_images=1, out_dir=tmp_path, **FAST)
+    found = ui.list_runs(tmp_path)
+    assert [(r["kind"], r["status"]) for r in found] == [
+        ("batch", "finished"),
+        ("compare", "finished"),
+    ]
+    compare_run = found[1]
+    assert compare_run["id"] == report["run_id"] and compare_run["seeds"] == [0, 1]
+    assert compare_run["metrics"]["all_present_open"] == report["all_present"]["open"]["rate"]
+    rows = [ui._run_row(r) for r in found]
+    assert rows[1][:2] == [compare_run["id"], "compare"] and rows[1][4] == "2 seeds"
+    assert rows[1][5].startswith("all present: open ") and rows[0][4] == "1 images"
+    frame = ui._runs_frame(found)
+    assert sorted(set(frame["metric"])) == [
+        "batch: all correct",
+        "compare: all present, catalog",
+        "compare: all present, open",
+    ]
+    assert frame["rate"].between(0, 1).all() and len(frame) == 3
+    opened = ui.open_run(tmp_path, compare_run["id"])
+    assert "| **all present** |" in opened["report"] and "![" not in opened["report"]
+    assert [p.name for p in opened["images"]] == ["grid-000.png", "chart.png"]
+    assert opened["download"].name == "report.html"
+    # A registry row pointing outside the app's folder serves nothing from there.
+    rogue = runs.start_run(tmp_path / "runs", "batch", "/etc", {}, {}, {}, [])
+    away = ui.open_run(tmp_path, rogue)
+    assert (
+        away["images"] == [] and away["download"] is None and "not in the app's" in away["report"]
+    )
+    with pytest.raises(UsageError):
+        ui.open_run(tmp_path, 999)
+
+
 # -- the served app: app.py in a subprocess --------------------------------------------------
 
 
@@ -431,6 +550,24 @@ def test_api_compare(client):
     assert open_list.count('class="gi-card"') == catalog_list.count('class="gi-card"') == 2
 
 
+def test_api_batch_and_runs(client, tmp_path):
+    from gradio_client import handle_file
+
+    fast = {"num_inference_steps": 2, "height": 64, "width": 64}
+    prompts = _prompts_file(tmp_path / "p.jsonl", {"prompt": PROMPT, **fast})
+    summary, archive, gallery, report = client.predict(
+        prompts=handle_file(str(prompts)), num_images=2, api_name="/batch"
+    )
+    assert ": 2 images in " in summary and "all correct" in summary
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+    assert "manifest.jsonl" in names and sum(n.endswith(".png") for n in names) == 2
+    assert len(gallery) == 2 and "# Batch report" in report
+    table, _, _ = client.predict(api_name="/runs")
+    assert table["headers"][:3] == ["id", "kind", "status"]
+    assert table["data"][0][1:3] == ["batch", "finished"]  # newest first
+
+
 def test_twenty_concurrent_requests_finish_or_are_refused(client, server):
     fast = dict(prompt=PROMPT, num_images=1, num_inference_steps=2, height=64, width=64)
 
@@ -529,7 +666,7 @@ def page(server):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(300_000)  # tiny models are fast; a busy CI machine is not
+        page.set_default_timeout(900_000)  # tiny models are fast; a busy CI machine is not
         page.goto(server[0])
         yield page
         browser.close()
@@ -558,3 +695,49 @@ def test_browser_compare(page):
     page.locator("#open-gallery img").nth(7).wait_for()
     assert "all present" in page.locator("#rates").inner_text()
     page.screenshot(path=SCREENSHOTS / "compare.png", full_page=True)
+
+
+@pytest.mark.slow
+def test_browser_check(page, server):
+    image = next(server[1].rglob("*.png"))  # a render of an earlier test
+    page.get_by_role("tab", name="Check").click()
+    page.locator("#check-files input[type=file]").set_input_files(str(image))
+    page.locator("#check-objects textarea").fill("wooden shelf; 2 wicker baskets; white sink")
+    # Gradio shows an uploaded file's name as stem and extension in separate elements.
+    page.locator("#check-files .file-preview").get_by_text(image.stem).first.wait_for()
+    page.locator("#check-btn").click()
+    page.locator("#check-table").get_by_text("2 wicker baskets").wait_for()
+    assert "white sink" in page.locator("#check-table").inner_text()
+    page.screenshot(path=SCREENSHOTS / "check.png", full_page=True)
+
+
+@pytest.mark.slow
+def test_browser_batch(page, tmp_path_factory):
+    lines = [PROMPT, ui.EXAMPLES[1], "a living room with a gray sofa and a brass lamp"]
+    prompts = _prompts_file(
+        tmp_path_factory.mktemp("upload") / "product-scenes.jsonl",
+        *({"prompt": p, "num_inference_steps": 8} for p in lines),
+    )
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-file input[type=file]").set_input_files(str(prompts))
+    page.locator("#batch-file .file-preview").get_by_text("product-scenes").first.wait_for()
+    page.locator("#batch-btn").click()
+    page.locator("#batch-gallery img").nth(5).wait_for()
+    assert ": 6 images in " in page.locator("#batch-summary").inner_text()
+    assert ".zip" in page.locator("#batch-zip").inner_text()
+    assert "gray sofa" in page.locator("#batch-report").inner_text()
+    page.screenshot(path=SCREENSHOTS / "batch.png", full_page=True)
+
+
+@pytest.mark.slow
+def test_browser_runs(page):
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-refresh").click()
+    runs_table = page.locator("#runs")
+    runs_table.get_by_text("batch").first.wait_for()
+    assert "compare" in runs_table.inner_text() and "finished" in runs_table.inner_text()
+    # The newest run (the batch above) opens by itself: its report and pictures.
+    page.locator("#runs-report").get_by_text("Batch report").wait_for()
+    page.locator("#runs-gallery img").nth(5).wait_for()
+    page.locator("#runs-plot canvas, #runs-plot svg").first.wait_for()
+    page.screenshot(path=SCREENSHOTS / "runs.png", full_page=True)
