@@ -12,6 +12,7 @@ run killed at any moment and resumed from its newest checkpoint ends with the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -45,8 +46,8 @@ class VaeStage:
     max_minutes: float = 0.0  # wall-clock cap, 0 = none; the card records steps done
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("vae: steps, batch_size and lr must be positive")
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("vae: steps >= 0 (0 skips the stage), batch_size and lr positive")
 
 
 @dataclass
@@ -63,8 +64,8 @@ class UnetStage:
     max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("unet: steps, batch_size and lr must be positive")
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("unet: steps >= 0 (0 skips the stage), batch_size and lr positive")
         if not 0 <= self.caption_dropout < 1 or not 0 < self.ema_decay < 1:
             raise ValueError("unet: caption_dropout in [0, 1) and ema_decay in (0, 1)")
 
@@ -456,8 +457,91 @@ def sample_grid(comp: dict, prompts: list[str], device: str, seeds: int = 4):
     return _grid(images, seeds)
 
 
-def train_base(recipe: BaseRecipe, out: Path, device: str = "cpu", resume: bool = False) -> Path:
-    """Run both stages into `out`; returns the saved diffusers folder (`out/model`)."""
+def init_from(comp: dict, folder: Path) -> None:
+    """Warm start: copy a saved model folder's weights into freshly built components.
+
+    The folder must hold the recipe's architecture; a mismatch names the folder, the
+    component and the first differing tensors. Only safetensors files are read.
+    """
+    from safetensors.torch import load_file
+
+    for name in ("vae", "text_encoder", "unet"):
+        files = sorted((folder / name).glob("*.safetensors"))
+        if not files:
+            raise UsageError("--init-from", f"{folder / name} has no .safetensors weights")
+        state: dict = {}
+        for f in files:
+            try:
+                state.update(load_file(str(f)))
+            except Exception as err:  # safetensors raises its own error types
+                raise UsageError("--init-from", f"cannot read {f}: {err}") from None
+        own = comp[name].state_dict()
+        missing = sorted(set(own) - set(state))[:3]
+        extra = sorted(set(state) - set(own))[:3]
+        shapes = [k for k in own if k in state and own[k].shape != state[k].shape][:3]
+        if missing or extra or shapes:
+            raise UsageError(
+                "--init-from",
+                f"{folder / name} does not fit the recipe's {name}: missing {missing}, "
+                f"unexpected {extra}, other shapes {shapes}",
+            )
+        comp[name].load_state_dict({k: v.float() for k, v in state.items()})
+
+
+def _weights_hash(module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _latents(comp: dict, images: np.ndarray, out: Path, device: str, source: str):
+    """The VAE's scaled latents of every image, cached in `out` for resumed runs.
+
+    The cache is keyed by a hash of the VAE's weights, the image count and the data
+    source, so a changed VAE or data set re-encodes.
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = out / "latents.safetensors"
+    key = f"{source}|{len(images)}|{_weights_hash(comp['vae'])}"
+    if path.exists():
+        try:
+            cached = load_file(str(path))
+            if bytes(cached["key"].tolist()).decode() == key:
+                return cached["latents"], float(cached["scale"])
+        except Exception:  # a damaged cache is only a lost shortcut: encode again
+            pass
+    comp["vae"].config.scaling_factor = 1.0
+    latents = encode_latents(comp["vae"], images, device)
+    scale = float(1.0 / latents.std())
+    latents = latents * scale
+    tmp = path.with_suffix(".tmp")
+    save_file(
+        {
+            "latents": latents.contiguous(),
+            "scale": torch.tensor(scale, dtype=torch.float64),
+            "key": torch.tensor(list(key.encode()), dtype=torch.uint8),
+        },
+        str(tmp),
+    )
+    tmp.replace(path)
+    return latents, scale
+
+
+def train_base(
+    recipe: BaseRecipe,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    init: Path | None = None,
+) -> Path:
+    """Run both stages into `out`; returns the saved diffusers folder (`out/model`).
+
+    `init`: a saved model folder to warm-start all three networks from (e.g. the shipped
+    model); a stage with `steps = 0` then keeps its warm-started weights.
+    """
     from genimg.data import load_dataset
     from genimg.models import build_components
     from genimg.pipeline import save_pipeline
@@ -466,24 +550,28 @@ def train_base(recipe: BaseRecipe, out: Path, device: str = "cpu", resume: bool 
     (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     torch.manual_seed(recipe.seed)
     comp = build_components(recipe.model)
+    if init is not None:
+        init_from(comp, init)
     t_data = time.perf_counter()
     data = load_dataset(recipe.data, [recipe.caption_column], recipe.model.sample_size)
     print(
         f"data: {len(data.images)} images from {data.source} in "
         f"{time.perf_counter() - t_data:.0f} s; skipped {data.skipped}"
     )
-    summary: dict = {"data": data.source, "n_images": len(data.images), "skipped": data.skipped}
+    summary: dict = {
+        "device": device,
+        "data": data.source,
+        "n_images": len(data.images),
+        "skipped": data.skipped,
+    }
 
     # 1. VAE
     summary["vae"] = train_vae(
         comp["vae"], data.images, recipe.vae, recipe.seed, out, device, resume
     )
     # 2. Latents, and the scaling factor that gives them unit variance (as SD's 0.18215).
-    comp["vae"].config.scaling_factor = 1.0
-    latents = encode_latents(comp["vae"], data.images, device)
-    scale = float(1.0 / latents.std())
+    latents, scale = _latents(comp, data.images, out, device, data.source)
     comp["vae"].register_to_config(scaling_factor=scale)
-    latents = latents * scale
     summary["vae"]["scaling_factor"] = scale
     # 3. UNet + text encoder
     ids = tokenize(comp["tokenizer"], data.captions(recipe.caption_column))
@@ -508,6 +596,11 @@ def configure(parser) -> None:
     parser.add_argument("--data", help="override the recipe's data: DIR or catalog:N:SEED[:SPLIT]")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, model/, logs)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL_DIR",
+        help="warm-start the networks from a saved model folder, e.g. assets/models/genimg-base",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
@@ -521,6 +614,9 @@ def run(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device", f"{args.device} requested but no CUDA device is available")
     torch.backends.cuda.matmul.allow_tf32 = True
-    model_dir = train_base(recipe, out, args.device, args.resume)
+    init = Path(args.init_from) if args.init_from else None
+    if init is not None and not (init / "model_index.json").is_file():
+        raise UsageError("--init-from", f"{init} is not a model folder (no model_index.json)")
+    model_dir = train_base(recipe, out, args.device, args.resume, init)
     print(f"saved {model_dir}")
     return 0

@@ -14,6 +14,11 @@ from pathlib import Path
 import torch
 
 
+def _machine(summary: dict) -> str:
+    device = summary.get("device", "cpu")
+    return "a CUDA GPU" if device.startswith("cuda") else "CPU only (2 shared cores)"
+
+
 def card(run: Path, summary: dict, recipe: dict) -> str:
     vae, unet = summary["vae"], summary["unet"]
     stall = unet.get("checkpoint_stall_s") or [0.0]
@@ -36,8 +41,7 @@ image = pipe("a bathroom with a wooden shelf", height=128, width=128).images[0]
 ## How it was trained
 
 - command: `genimg train-base --recipe assets/recipes/base.toml --out runs/base`
-- machine: {platform.machine()} CPU, 2 cores shared with other work (torch {torch.__version__});
-  no GPU (this session's lent-GPU minutes went to the checker)
+- machine: {platform.machine()}, torch {torch.__version__}, {_machine(summary)}
 - data: `{summary["data"]}` — {summary["n_images"]} rendered catalog images of the base split
   (never used by the adapters, the checker or the evaluation), captions `{recipe["caption_column"]}`
 - VAE: {vae["steps"]} steps at batch {recipe["vae"]["batch_size"]} on {recipe["vae"]["crop"]} px

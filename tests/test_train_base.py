@@ -163,3 +163,51 @@ def test_resume_after_sigkill_is_exact(folder, tmp_path):
     a, b = _weights(tmp_path / "a" / "model"), _weights(tmp_path / "b" / "model")
     assert a.keys() == b.keys() and len(a) == 3
     assert all(a[k] == b[k] for k in a), "resumed weights differ from the uninterrupted run"
+
+
+def _tiny_recipe(tmp_path: Path, vae_steps: int, unet_steps: int, name: str) -> Path:
+    text = TINY.read_text()
+    text = text.replace("[vae]\nsteps = 4", f"[vae]\nsteps = {vae_steps}")
+    text = text.replace("[unet]\nsteps = 6", f"[unet]\nsteps = {unet_steps}")
+    assert f"steps = {vae_steps}" in text and f"steps = {unet_steps}" in text
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_init_from_warm_starts_and_caches_latents(folder, tmp_path, monkeypatch):
+    import genimg.train_base as tb
+
+    recipe = BaseRecipe.from_toml(TINY)
+    recipe.data = str(folder)
+    first = tb.train_base(recipe, tmp_path / "a")
+    # Both stages skipped: the warm-started networks come out exactly as they went in.
+    still = BaseRecipe.from_toml(_tiny_recipe(tmp_path, 0, 0, "still.toml"))
+    still.data = str(folder)
+    second = tb.train_base(still, tmp_path / "b", init=first)
+    a, b = _weights(first), _weights(second)
+    assert a.keys() == b.keys() and len(a) == 3
+    assert (
+        a["unet/diffusion_pytorch_model.safetensors"]
+        == b["unet/diffusion_pytorch_model.safetensors"]
+    )
+    assert (
+        a["vae/diffusion_pytorch_model.safetensors"] == b["vae/diffusion_pytorch_model.safetensors"]
+    )
+    # A resumed run finds the latents cached and does not encode again.
+    calls = []
+    real = tb.encode_latents
+    monkeypatch.setattr(tb, "encode_latents", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tb.train_base(still, tmp_path / "b", resume=True, init=first)
+    assert calls == []
+    # A folder for another architecture is refused with both sides named.
+    other = BaseRecipe.from_toml(TINY)
+    other.model.unet_channels = (32, 32, 64)
+    with pytest.raises(UsageError, match="does not fit the recipe's unet"):
+        tb.train_base(other, tmp_path / "c", init=first)
+
+
+def test_cli_init_from_needs_a_model_folder(tmp_path, capsys):
+    argv = ["train-base", "--recipe", str(TINY), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--init-from", str(tmp_path)]) == 2
+    assert "--init-from" in capsys.readouterr().err and not (tmp_path / "o").exists()
