@@ -10,8 +10,10 @@ adapters are switched on the one pipeline in place.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import logging
 import os
 import random
 import re
@@ -118,7 +120,7 @@ def generate(
         prompt=prompt,
         negative_prompt=negative_prompt or "",
         num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 1000),
-        guidance_scale=float(guidance_scale),
+        guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
         height=check_size("height", height, 64, _MAX_SIDE),
         width=check_size("width", width, 64, _MAX_SIDE),
     )
@@ -407,10 +409,17 @@ def _rate(hits: list[bool]) -> dict:
 def _loras(adapter: str | None, weight: float, lora_dir) -> list:
     if not adapter or adapter == NO_ADAPTER:
         return []
-    if "/" in adapter or "\\" in adapter or adapter.startswith("."):
-        # Only names in the app's lora/ folder: a web user must not load arbitrary files.
+    # Only names in the app's lora/ folder, resolved there (never against the server's working
+    # folder) and kept inside it: a web user must not load arbitrary files.
+    root = Path(lora_dir).resolve()
+    if not isinstance(adapter, str) or adapter not in adapters.list_adapters(root):
         raise UsageError("adapter", f"{adapter!r}: expected a name from {lora_dir}")
-    return [adapters.resolve(f"{adapter}:{float(weight)}", lora_dir)]
+    lora = adapters.resolve(
+        f"{root / adapter}:{check_float('adapter_weight', weight, -2, 2)}", root
+    )
+    if not lora.path.resolve().is_relative_to(root):
+        raise UsageError("adapter", f"{adapter!r} links outside {lora_dir}; refused")
+    return [lora]
 
 
 def _run_dir(out_dir, kind: str) -> Path:
@@ -420,9 +429,27 @@ def _run_dir(out_dir, kind: str) -> Path:
     return root / f"{kind}-{stamp}" if root.name == "runs" else root / kind / stamp
 
 
+@contextlib.contextmanager
+def _warnings_as_notes(notes: list[str]):
+    """The library's warnings while rendering, added (once each) to what the user reads."""
+
+    class _Notes(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() not in notes:
+                notes.append(record.getMessage())
+
+    handler, logger = _Notes(logging.WARNING), logging.getLogger("genimg")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def _render_checked(pipe, checker, requested, params, loras, seed, n, run, sub="") -> list[Shot]:
     """Render n images from `seed`, write them as PNGs with their parameters, check them."""
-    images = render_images(pipe, **params, seed=seed, num_images=n)
+    with _warnings_as_notes(getattr(run, "notes", [])):  # e.g. a prompt cut at the window
+        images = render_images(pipe, **params, seed=seed, num_images=n)
     from genimg import checker as ck
 
     checks = ck.check(checker, images, requested) if requested.objects else None
