@@ -198,11 +198,11 @@ def test_spelling_suggestion_and_unknown_words(pipe, checker, tmp_path):
         (dict(num_images=0), "num_images"),
         (dict(height=100), "height"),
         (dict(width=1024), "width"),
-        (dict(guidance_scale=float("inf")), "--guidance-scale"),
+        (dict(guidance_scale=float("inf")), "guidance_scale"),
         (dict(num_inference_steps=0), "num_inference_steps"),
         (dict(seed=-1), "seed"),
         (dict(adapter="../../etc"), "adapter"),
-        (dict(adapter="nope"), "--lora"),
+        (dict(adapter="nope"), "adapter"),
         (dict(keep_passing=True, max_tries=11), "max_tries"),
     ],
 )
