@@ -12,7 +12,6 @@ run killed at any moment and resumed from its newest checkpoint ends with the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -488,46 +487,12 @@ def init_from(comp: dict, folder: Path) -> None:
         comp[name].load_state_dict({k: v.float() for k, v in state.items()})
 
 
-def _weights_hash(module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _latents(comp: dict, images: np.ndarray, out: Path, device: str, source: str):
-    """The VAE's scaled latents of every image, cached in `out` for resumed runs.
-
-    The cache is keyed by a hash of the VAE's weights, the image count and the data
-    source, so a changed VAE or data set re-encodes.
-    """
-    from safetensors.torch import load_file, save_file
-
-    path = out / "latents.safetensors"
-    key = f"{source}|{len(images)}|{_weights_hash(comp['vae'])}"
-    if path.exists():
-        try:
-            cached = load_file(str(path))
-            if bytes(cached["key"].tolist()).decode() == key:
-                return cached["latents"], float(cached["scale"])
-        except Exception:  # a damaged cache is only a lost shortcut: encode again
-            pass
+def _latents(comp: dict, images: np.ndarray, device: str) -> tuple[torch.Tensor, float]:
+    """The VAE's latents of every image, scaled to unit variance (as SD's 0.18215)."""
     comp["vae"].config.scaling_factor = 1.0
     latents = encode_latents(comp["vae"], images, device)
     scale = float(1.0 / latents.std())
-    latents = latents * scale
-    tmp = path.with_suffix(".tmp")
-    save_file(
-        {
-            "latents": latents.contiguous(),
-            "scale": torch.tensor(scale, dtype=torch.float64),
-            "key": torch.tensor(list(key.encode()), dtype=torch.uint8),
-        },
-        str(tmp),
-    )
-    tmp.replace(path)
-    return latents, scale
+    return latents * scale, scale
 
 
 def train_base(
@@ -570,7 +535,7 @@ def train_base(
         comp["vae"], data.images, recipe.vae, recipe.seed, out, device, resume
     )
     # 2. Latents, and the scaling factor that gives them unit variance (as SD's 0.18215).
-    latents, scale = _latents(comp, data.images, out, device, data.source)
+    latents, scale = _latents(comp, data.images, device)
     comp["vae"].register_to_config(scaling_factor=scale)
     summary["vae"]["scaling_factor"] = scale
     # 3. UNet + text encoder

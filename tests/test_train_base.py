@@ -61,8 +61,8 @@ def test_recipe_rejects_unknown_key(tmp_path):
     bad.write_text(TINY.read_text() + "\nlearning_rate = 3\n")
     with pytest.raises(UsageError, match="unknown key"):
         BaseRecipe.from_toml(bad)
-    bad.write_text(TINY.read_text().replace("steps = 6", "steps = 0"))
-    with pytest.raises(UsageError, match="positive"):
+    bad.write_text(TINY.read_text().replace("steps = 6", "steps = -1"))
+    with pytest.raises(UsageError, match="steps >= 0"):
         BaseRecipe.from_toml(bad)
 
 
@@ -175,7 +175,7 @@ def _tiny_recipe(tmp_path: Path, vae_steps: int, unet_steps: int, name: str) -> 
     return path
 
 
-def test_init_from_warm_starts_and_caches_latents(folder, tmp_path, monkeypatch):
+def test_init_from_warm_starts(folder, tmp_path):
     import genimg.train_base as tb
 
     recipe = BaseRecipe.from_toml(TINY)
@@ -194,12 +194,6 @@ def test_init_from_warm_starts_and_caches_latents(folder, tmp_path, monkeypatch)
     assert (
         a["vae/diffusion_pytorch_model.safetensors"] == b["vae/diffusion_pytorch_model.safetensors"]
     )
-    # A resumed run finds the latents cached and does not encode again.
-    calls = []
-    real = tb.encode_latents
-    monkeypatch.setattr(tb, "encode_latents", lambda *a, **k: calls.append(1) or real(*a, **k))
-    tb.train_base(still, tmp_path / "b", resume=True, init=first)
-    assert calls == []
     # A folder for another architecture is refused with both sides named.
     other = BaseRecipe.from_toml(TINY)
     other.model.unet_channels = (32, 32, 64)
