@@ -706,7 +706,7 @@ def test_browser_check(page, server):
     # Gradio shows an uploaded file's name as stem and extension in separate elements.
     page.locator("#check-files .file-preview").get_by_text(image.stem).first.wait_for()
     page.locator("#check-btn").click()
-    page.locator("#check-table").get_by_text("2 wicker baskets").first.wait_for()
+    page.locator("#check-table", has_text="2 wicker baskets").wait_for()
     assert "white sink" in page.locator("#check-table").inner_text()
     page.screenshot(path=SCREENSHOTS / "check.png", full_page=True)
 
