@@ -372,7 +372,8 @@ def _add_adapters(pipe, recipe: LoraRecipe) -> dict:
 def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
     """Latents (encoded once), token ids and, per caption, the index of its image."""
     from genimg.data import load_dataset
-    from genimg.train_base import encode_latents, tokenize
+    from genimg.models import tokenize
+    from genimg.train_base import empty_ids, encode_latents
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     data = load_dataset(recipe.data, recipe.caption_columns, size)
@@ -403,11 +404,12 @@ def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
         f"data: {len(rows)} images, {len(pairs)} captions from {data.source} "
         f"(skipped {data.skipped or 'none'}); latents in {time.perf_counter() - t0:.0f} s"
     )
+    ids = tokenize(pipe.tokenizer, [c for _, c in pairs])
     return {
         "latents": latents.to(device),
         "image": torch.tensor([i for i, _ in pairs]),
-        "ids": tokenize(pipe.tokenizer, [c for _, c in pairs]),
-        "empty": tokenize(pipe.tokenizer, [""])[0],
+        "ids": ids,
+        "empty": empty_ids(pipe.tokenizer, ids),
         "source": data.source,
         "n_images": len(rows),
         "skipped": data.skipped,

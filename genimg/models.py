@@ -12,9 +12,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TOKENIZER_DIR", "ModelConfig", "build_components", "load_tokenizer"]
+__all__ = [
+    "MAX_PROMPT_TOKENS",
+    "TOKENIZER_DIR",
+    "ModelConfig",
+    "build_components",
+    "encode_chunked",
+    "load_tokenizer",
+    "token_chunks",
+    "tokenize",
+]
 
 TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
+# A prompt is read in chunks of window - 2 tokens (75 for CLIP's 77), each with its own
+# BOS/EOS, as the common SD web UIs do, up to this many tokens; training reads captions the
+# same way, so a long Japanese caption keeps its tail there too.
+MAX_PROMPT_TOKENS = 300
 
 
 @dataclass
@@ -28,12 +41,14 @@ class ModelConfig:
     # colour (sepia reconstructions after 2,140 steps). 8 groups keep 4+ channels a group.
     vae_norm_groups: int = 8
     latent_channels: int = 4  # Stable Diffusion's own latent width
-    # Text encoder: a 4-layer CLIP text transformer. 256 positions, not CLIP's 77: a
-    # Japanese catalog caption takes ~1.7 tokens per character and must not lose its tail.
+    # Text encoder: a 4-layer CLIP text transformer with CLIP's 77-token window. Longer
+    # text (a Japanese catalog caption takes ~90-170 tokens) is encoded in 75-token chunks
+    # (`tokenize`, `encode_chunked`). A 256-token window was tried: its ~250 padding
+    # states, nearly equal for every caption, drowned the few that carry the prompt.
     text_hidden: int = 128
     text_layers: int = 4
     text_heads: int = 4
-    text_max_length: int = 256
+    text_max_length: int = 77
     # UNet: attention only at the two finer of three levels (16 and 8 latent cells);
     # attention at full resolution would cost 2x for little gain (feasibility notes).
     unet_channels: tuple[int, ...] = (64, 128, 128)
@@ -133,3 +148,53 @@ def build_components(cfg: ModelConfig) -> dict:
         "unet": unet,
         "scheduler": scheduler,
     }
+
+
+def token_chunks(tokenizer, text: str, max_tokens: int = MAX_PROMPT_TOKENS) -> tuple[list, int]:
+    """`text`'s token ids (no BOS/EOS) in chunks of window - 2, at most `max_tokens` of them
+    (at least one window's worth), and how many tokens were cut from the tail."""
+    chunk = tokenizer.model_max_length - 2
+    limit = max(chunk, max_tokens // chunk * chunk)
+    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+    cut = max(0, len(ids) - limit)
+    ids = ids[:limit]
+    return [ids[i : i + chunk] for i in range(0, len(ids), chunk)] or [[]], cut
+
+
+def chunk_rows(tokenizer, chunks: list, n: int) -> list[int]:
+    """One flat row of n windows: each chunk as BOS, ids, EOS, padding; empty ones after."""
+    chunk = tokenizer.model_max_length - 2
+    row = []
+    for ids in chunks + [[]] * (n - len(chunks)):
+        row += [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+        row += [tokenizer.pad_token_id] * (chunk - len(ids))
+    return row
+
+
+def tokenize(tokenizer, captions: list[str], max_tokens: int = MAX_PROMPT_TOKENS):
+    """Token ids (N, k * window) for training, k the most chunks any caption needs; a
+    shorter caption's extra windows are empty (BOS, EOS, padding), as `encode_chunked`
+    and the render path expect."""
+    import torch
+
+    chunked = [token_chunks(tokenizer, c, max_tokens)[0] for c in captions]
+    n = max(len(c) for c in chunked)
+    return torch.tensor([chunk_rows(tokenizer, c, n) for c in chunked], dtype=torch.long)
+
+
+def encode_chunked(text_encoder, input_ids, trim: bool = True):
+    """Hidden states (B, k * window, D) of rows of k windows, each window encoded on its own
+    and the results concatenated along the sequence (the UNet's cross-attention takes any
+    length). With `trim`, trailing windows that are empty in every row are dropped first."""
+    window = text_encoder.config.max_position_embeddings
+    b, total = input_ids.shape
+    if total % window:
+        raise ValueError(f"token rows of {total} are not whole {window}-token windows")
+    k = total // window
+    if trim:
+        eos = text_encoder.config.eos_token_id
+        while k > 1 and bool((input_ids[:, (k - 1) * window + 1] == eos).all()):
+            k -= 1
+    ids = input_ids[:, : k * window].reshape(b * k, window)
+    hidden = text_encoder(ids)[0]  # (B * k, window, D)
+    return hidden.reshape(b, k * window, hidden.shape[-1])

@@ -23,9 +23,6 @@ __all__ = ["check_inputs", "encode_prompt", "render"]
 
 log = logging.getLogger("genimg")
 
-# Short-window encoders (CLIP's 77) read a prompt in chunks of 75 tokens, as the SD web UIs
-# do; up to this many tokens, about what our own 256-token encoder takes in one window.
-_MAX_PROMPT_TOKENS = 300
 _BATCH = 8  # images per denoising call: most of the batching speed-up, bounded memory
 _MAX_SEED = 2**63 - 1 - 64
 
@@ -65,52 +62,41 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str = ""):
 
     A prompt longer than the encoder's window is split into chunks of window - 2 tokens,
     each encoded with its own BOS/EOS and the results concatenated along T (the scheme of
-    AUTOMATIC1111's web UI); the UNet's cross-attention takes any T. Tokens past
-    `_MAX_PROMPT_TOKENS` (or past one window, for a long-window encoder) are cut, with a
-    warning.
+    AUTOMATIC1111's web UI, and of genimg's training); the UNet's cross-attention takes any
+    T. Tokens past `MAX_PROMPT_TOKENS` (or past one window, for a long-window encoder) are
+    cut, with a warning.
     """
     import torch
 
-    tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
-    window = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)
-    chunk = window - 2
-    max_chunks = max(1, _MAX_PROMPT_TOKENS // chunk)
-    pos = _token_chunks(tokenizer, prompt, chunk, max_chunks, "--prompt")
-    neg = _token_chunks(tokenizer, negative_prompt, chunk, max_chunks, "--negative-prompt")
-    n = max(len(pos), len(neg))
-    # Pad the shorter side with empty chunks so both have the same T (CFG batches them).
-    pos, neg = pos + [[]] * (n - len(pos)), neg + [[]] * (n - len(neg))
-    rows = [
-        [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
-        + [tokenizer.pad_token_id] * (chunk - len(ids))
-        for ids in pos + neg
-    ]
-    input_ids = torch.tensor(rows, device=encoder.device)  # (2n, window)
-    mask = None
-    if getattr(encoder.config, "use_attention_mask", False):
-        mask = torch.arange(window) < torch.tensor([len(r) + 2 for r in pos + neg])[:, None]
-        mask = mask.long().to(encoder.device)
+    from genimg.models import chunk_rows, encode_chunked
+
+    pos = _token_chunks(pipe.tokenizer, prompt, "--prompt")
+    neg = _token_chunks(pipe.tokenizer, negative_prompt, "--negative-prompt")
+    n = max(len(pos), len(neg))  # the shorter side gets empty windows: CFG batches both
+    rows = [chunk_rows(pipe.tokenizer, c, n) for c in (pos, neg)]
+    input_ids = torch.tensor(rows, device=pipe.text_encoder.device)  # (2, n * window)
     with torch.no_grad():
-        hidden = encoder(input_ids, attention_mask=mask)[0]  # (2n, window, D)
-    hidden = hidden.to(pipe.unet.dtype)
-    embeds = hidden.reshape(2, n * window, hidden.shape[-1])  # (2, n * window, D)
+        embeds = encode_chunked(pipe.text_encoder, input_ids, trim=False)
+    embeds = embeds.to(pipe.unet.dtype)
     return embeds[:1], embeds[1:]
 
 
-def _token_chunks(tokenizer, text: str, chunk: int, max_chunks: int, arg: str) -> list[list[int]]:
-    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
-    limit = chunk * max_chunks
-    if len(ids) > limit:
-        tail = tokenizer.decode(ids[limit:])
+def _token_chunks(tokenizer, text: str, arg: str) -> list[list[int]]:
+    from genimg.models import MAX_PROMPT_TOKENS, token_chunks
+
+    chunks, cut = token_chunks(tokenizer, text, MAX_PROMPT_TOKENS)
+    if cut:
+        kept = sum(len(c) for c in chunks)
+        ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+        tail = tokenizer.decode(ids[kept:])
         log.warning(
             "%s: %d tokens; the model reads %d, so the tail %r is cut",
             arg,
-            len(ids),
-            limit,
+            kept + cut,
+            kept,
             tail[:60] + ("..." if len(tail) > 60 else ""),
         )
-        ids = ids[:limit]
-    return [ids[i : i + chunk] for i in range(0, len(ids), chunk)] or [[]]
+    return chunks
 
 
 def render(

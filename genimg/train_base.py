@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from genimg.checkpoint import Checkpointer, latest_checkpoint
 from genimg.errors import UsageError
-from genimg.models import ModelConfig
+from genimg.models import ModelConfig, encode_chunked, tokenize
 
-__all__ = ["BaseRecipe", "diffusion_loss", "encode_latents", "lr_at", "train_base"]
+__all__ = ["BaseRecipe", "diffusion_loss", "empty_ids", "encode_latents", "lr_at", "train_base"]
 
 RECIPE = Path(__file__).resolve().parent.parent / "assets" / "recipes" / "base.toml"
 
@@ -137,7 +137,7 @@ def diffusion_loss(
     """Epsilon-prediction loss, min-SNR-gamma weighted (Hang et al., 2023, eq. 13)."""
     ac = alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     noisy = ac.sqrt() * latents + (1 - ac).sqrt() * noise
-    hidden = text_encoder(input_ids)[0]  # (B, T, C), as StableDiffusionPipeline encodes
+    hidden = encode_chunked(text_encoder, input_ids)  # (B, T, C), as genimg renders
     pred = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
     mse = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
     if snr_gamma > 0:
@@ -288,15 +288,10 @@ def _load_ema_into(modules: dict, ema: dict[str, torch.Tensor]) -> None:
                 p.copy_(ema[f"{prefix}.{name}"])
 
 
-def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    """Token ids padded to the encoder's window, as StableDiffusionPipeline pads them."""
-    return tokenizer(
-        captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
+def empty_ids(tokenizer, ids: torch.Tensor) -> torch.Tensor:
+    """The empty caption's row (for caption dropout), as many windows wide as `ids`."""
+    empty = tokenize(tokenizer, [""])[0]
+    return empty.repeat(ids.shape[1] // len(empty))
 
 
 def train_unet(
@@ -317,7 +312,7 @@ def train_unet(
     ckpt = Checkpointer(run)
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=st.lr, weight_decay=1e-2)
-    empty = tokenize(comp["tokenizer"], [""])[0]
+    empty = empty_ids(comp["tokenizer"], ids)  # the dropped caption, as wide as the others
     ac = comp["scheduler"].alphas_cumprod.to(device)
     start, wall, ema = 0, 0.0, _ema_copy(modules)
     if resume and (found := latest_checkpoint(run)):

@@ -18,11 +18,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, diffusers, transformers, peft; print(torch.__version__, diffusers.__version__, transformers.__version__, peft.__version__)"
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
 
-# 0. Smoke: every stage at toy size, so a bug costs seconds, not the lease.
+# 0. Smoke: every stage at toy size, so a bug costs a minute, not the lease.
 el smoke
-(timeout 90 python3 -m genimg train-checker --data catalog:64:5:checker --out $R/smoke-checker --steps 3 --device cuda > $R/smoke-checker.log 2>&1; echo $? > $R/smoke-checker.rc) &
-timeout 120 python3 -m genimg train-base --recipe assets/recipes/tiny.toml --out $R/smoke --device cuda > $R/smoke.log 2>&1 \
-  && timeout 60 python3 -m genimg train-lora --base $R/smoke/model --data catalog:16:3:smoke --out $R/smoke-lora --steps 3 --device cuda >> $R/smoke.log 2>&1
+(timeout 75 python3 -m genimg train-checker --data catalog:64:5:checker --out $R/smoke-checker --steps 3 --device cuda > $R/smoke-checker.log 2>&1; echo $? > $R/smoke-checker.rc) &
+timeout 60 python3 -m genimg train-base --recipe assets/recipes/tiny.toml --out $R/smoke --device cuda > $R/smoke.log 2>&1 \
+  && timeout 40 python3 -m genimg train-lora --base $R/smoke/model --data catalog:16:3:smoke --out $R/smoke-lora --steps 3 --device cuda >> $R/smoke.log 2>&1
 SMOKE=$?
 wait
 cat $R/smoke-checker.log >> $R/smoke.log
@@ -32,18 +32,21 @@ if [ $SMOKE -ne 0 ]; then tail -40 $R/smoke.log; cp $R/smoke.log "$OUT/"; exit 1
 
 # 1. The checker trains beside the base model (own split, own process; the GPU has room).
 el checker start
-(timeout 420 python3 -m genimg train-checker --recipe assets/recipes/checker.toml --out $R/genimg-checker --device cuda --max-minutes 4.5 > $R/checker.log 2>&1; echo "checker rc=$?" >> $R/checker.log) &
-CHK=$!
+(timeout 400 python3 -m genimg train-checker --recipe assets/recipes/checker.toml --out $R/genimg-checker --device cuda --max-minutes 4.5 > $R/checker.log 2>&1; echo "checker rc=$?" >> $R/checker.log) &
 
-# 2. Base model.
+# 2. Base model (VAE 1.3 min, UNet + text encoder 3.0 min, plus data and samples).
 el base start
 timeout 400 python3 -m genimg train-base --recipe assets/recipes/base-gpu.toml --out $R/base --device cuda > $R/base.log 2>&1
 el "base rc=$?"; tail -3 $R/base.log
 
 # 3. Two adapters in parallel on the new base.
-if [ -f $R/base/model/model_index.json ]; then
-  for name in catalog bathroom; do
-    (timeout 170 python3 -m genimg train-lora --base $R/base/model --recipe lora/$name/recipe.toml --out $R/lora/$name --device cuda --max-minutes 2.0 --export kohya > $R/lora-$name.log 2>&1; echo "lora $name rc=$?" >> $R/lora-$name.log) &
+# Whatever time is left before the call's end (~560 s in, then packing) goes to them.
+LEFT=$(( 530 - $(date +%s) + T0 )); MIN=$(python3 -c "print(max(0.2, ($LEFT - 45) / 60))")
+el "lora: $LEFT s left, --max-minutes $MIN"
+if [ -f $R/base/model/model_index.json ] && [ $LEFT -gt 40 ]; then
+  for spec in catalog:1500 bathroom:800; do
+    name=${spec%%:*}; steps=${spec##*:}
+    (timeout $LEFT python3 -m genimg train-lora --base $R/base/model --recipe lora/$name/recipe.toml --out $R/lora/$name --device cuda --steps $steps --max-minutes $MIN --export kohya > $R/lora-$name.log 2>&1; echo "lora $name rc=$?" >> $R/lora-$name.log) &
   done
 fi
 wait
