@@ -155,7 +155,9 @@ def token_chunks(tokenizer, text: str, max_tokens: int = MAX_PROMPT_TOKENS) -> t
     (at least one window's worth), and how many tokens were cut from the tail."""
     chunk = tokenizer.model_max_length - 2
     limit = max(chunk, max_tokens // chunk * chunk)
-    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+    # An explicit max_length far past any prompt: without one transformers warns about
+    # "indexing errors" for any text longer than one window, which chunking makes harmless.
+    ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=1 << 20).input_ids
     cut = max(0, len(ids) - limit)
     ids = ids[:limit]
     return [ids[i : i + chunk] for i in range(0, len(ids), chunk)] or [[]], cut

@@ -135,7 +135,41 @@ def load_pipeline(model: str | Path = DEFAULT_MODEL, device: str = "cpu", schedu
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
         raise UsageError("--model", f"{model}: cannot load: {_first_line(err)}") from None
     set_scheduler(pipe, scheduler)
+    # An image's bits must not depend on its batch: the timestep layers and the VAE decoder
+    # (whose convolutions pick kernels by batch size) see one image's rows at a time.
+    batch_invariant_time_embedding(pipe.unet)
+    pipe.vae.enable_slicing()
     return pipe.to(device)
+
+
+def batch_invariant_time_embedding(unet) -> None:
+    """Make the UNet's timestep-embedding layers give each image the same bits in any batch.
+
+    Those layers are matmuls of B rows (one per image), and a BLAS picks its kernel, and so
+    its summation order, by the row count: image 0 of a batch of 2 came out a few 1e-8 off
+    image 0 alone, enough to flip a pixel level now and then. Every row of a sampling step
+    has the same timestep, so the layers run on one row and the result is repeated; rows
+    that differ (training) run one at a time. For inference pipelines only.
+    """
+    modules = [unet.time_embedding]
+    modules += [m for name, m in unet.named_modules() if name.endswith("time_emb_proj")]
+    for module in modules:
+        if not getattr(module, "_genimg_rowwise", False):
+            module.forward = _rowwise(module.forward)
+            module._genimg_rowwise = True
+
+
+def _rowwise(forward):
+    def rowwise(x, *args, **kwargs):
+        if x.shape[0] == 1:
+            return forward(x, *args, **kwargs)
+        if bool((x == x[:1]).all()):
+            return forward(x[:1], *args, **kwargs).expand(x.shape[0], -1)
+        return torch.cat([forward(x[i : i + 1], *args, **kwargs) for i in range(x.shape[0])])
+
+    import torch
+
+    return rowwise
 
 
 def check_model(model: str | Path = DEFAULT_MODEL) -> Path:

@@ -87,8 +87,8 @@ def _token_chunks(tokenizer, text: str, arg: str) -> list[list[int]]:
     chunks, cut = token_chunks(tokenizer, text, MAX_PROMPT_TOKENS)
     if cut:
         kept = sum(len(c) for c in chunks)
-        ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
-        tail = tokenizer.decode(ids[kept:])
+        ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=1 << 20)
+        tail = tokenizer.decode(ids.input_ids[kept:])
         log.warning(
             "%s: %d tokens; the model reads %d, so the tail %r is cut",
             arg,

@@ -418,8 +418,11 @@ def _grid(images: list, cols: int):
 
 @torch.no_grad()
 def sample_grid(comp: dict, prompts: list[str], device: str, seeds: int = 4):
-    """One row per prompt, `seeds` images each, 20 DPM-Solver++ steps (EMA weights)."""
+    """One row per prompt, `seeds` images each, 20 DPM-Solver++ steps (EMA weights); long
+    prompts are read in chunks, as `genimg render` reads them."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from genimg.render import encode_prompt
 
     pipe = StableDiffusionPipeline(
         vae=comp["vae"],
@@ -445,8 +448,13 @@ def sample_grid(comp: dict, prompts: list[str], device: str, seeds: int = 4):
                 for g in gens
             ]
         ).to(device)
+        cond, uncond = encode_prompt(pipe, prompt)
         images += pipe(
-            [prompt] * seeds, latents=latents, num_inference_steps=20, guidance_scale=7.5
+            prompt_embeds=cond.expand(seeds, -1, -1),
+            negative_prompt_embeds=uncond.expand(seeds, -1, -1),
+            latents=latents,
+            num_inference_steps=20,
+            guidance_scale=7.5,
         ).images
     return _grid(images, seeds)
 
