@@ -909,7 +909,9 @@ def _run_row(run: dict) -> list:
 
 
 def _runs_frame(found: list[dict]):
-    """One point per run and headline metric, for the plot over time."""
+    """One point per run and headline metric, for the plot over time. The x axis is the
+    run's number (runs are numbered in start order): a time axis spread minutes of testing
+    and days of use alike over unreadable tick labels."""
     import pandas as pd
 
     names = {
@@ -919,13 +921,13 @@ def _runs_frame(found: list[dict]):
         "all_present_catalog": "compare: all present, catalog",
     }
     points = [
-        {"started": pd.Timestamp(r["started"]), "rate": float(r["metrics"][k]), "metric": name}
+        {"run": int(r["id"]), "rate": float(r["metrics"][k]), "metric": name}
         for r in found
         if r["metrics"]
         for k, name in names.items()
         if isinstance(r["metrics"].get(k), (int, float))
     ]
-    return pd.DataFrame(points or None, columns=["started", "rate", "metric"])
+    return pd.DataFrame(points or None, columns=["run", "rate", "metric"])
 
 
 def _runs_tab(out: Path):
@@ -938,12 +940,13 @@ def _runs_tab(out: Path):
         refresh = gr.Button("Refresh", scale=1, size="sm", elem_id="runs-refresh")
     table = gr.Dataframe(headers=_RUN_COLUMNS, label="Runs", interactive=False, elem_id="runs")
     plot = gr.ScatterPlot(
-        x="started",
+        x="run",
         y="rate",
         color="metric",
         y_lim=[0, 1],
+        x_title="run # (in start order; the table gives the times)",
         label="Headline rates over time",
-        height=260,
+        height=340,
         elem_id="runs-plot",
     )
     with gr.Row():
@@ -981,10 +984,10 @@ def _runs_tab(out: Path):
 
 def _check_tab(checker, model) -> None:
     with gr.Row():
+        files = gr.File(
+            label="Images", file_count="multiple", file_types=["image"], elem_id="check-files"
+        )
         with gr.Column():
-            files = gr.File(
-                label="Images", file_count="multiple", file_types=["image"], elem_id="check-files"
-            )
             objects_box = gr.Textbox(
                 label="Objects (';'-separated), or leave empty and give a prompt",
                 placeholder="wooden shelf; 2 wicker baskets; white ceramic sink",
@@ -993,27 +996,31 @@ def _check_tab(checker, model) -> None:
             )
             prompt_box = gr.Textbox(label="Prompt", lines=2, value="")
             button = gr.Button("Check", variant="primary", elem_id="check-btn")
-        with gr.Column():
-            table = gr.Dataframe(
-                headers=["image", "object", "present", "score", "material", "colour", "count"],
-                label="Checker verdicts",
-                elem_id="check-table",
-            )
-            details = gr.JSON(label="Details")
+    # Full width, and the verdicts before the file name: a long name must not push them
+    # out of sight.
+    table = gr.Dataframe(
+        headers=["object", "present", "score", "material", "colour", "count", "image"],
+        label="Checker verdicts",
+        elem_id="check-table",
+        wrap=True,
+        column_widths=["22%", "9%", "9%", "10%", "10%", "9%", "31%"],
+    )
+    with gr.Accordion("Details (JSON)", open=False):
+        details = gr.JSON(label="Details")
 
     def run(prompt="", images=None, objects=""):
         results = _usage(lambda: check_images(_ready(checker), images or [], prompt, objects))
         rows = []
         for r in results:
             if "error" in r:
-                rows.append([r["image"], f"error: {r['error']}", "", "", "", "", ""])
+                rows.append([f"error: {r['error']}", "", "", "", "", "", r["image"]])
             for o in r.get("objects", []):
                 att = [
                     _mark(o[k] if o["present"] else None)
                     for k in ("material_ok", "color_ok", "count_ok")
                 ]
                 rows.append(
-                    [r["image"], o["phrase"], _mark(o["present"]), f"{o['score']:.3f}", *att]
+                    [o["phrase"], _mark(o["present"]), f"{o['score']:.3f}", *att, r["image"]]
                 )
         return rows, results
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from tiny_assets import FAST, make_checker, make_lora, make_model
 
@@ -28,12 +27,7 @@ SHELF = "a bathroom with a wooden shelf and two wicker baskets"
 KETTLE = "a kitchen with a red kettle"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,7 @@ POSITIVE = (
 OVERHEADS = ("fused_lora_overhead", "unfused_lora_overhead")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

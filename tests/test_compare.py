@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from tiny_assets import FAST, make_checker, make_lora, make_model
 
 from genimg import adapters, pipeline, runs
@@ -18,12 +17,7 @@ PROMPT = "a bathroom with a wooden shelf, two wicker baskets and a white ceramic
 PROMPT_JA = "木製の棚と白い陶器のシンクがある浴室"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,14 +41,7 @@ BATCH = ["--num-images", "4", "--num-inference-steps", "4", "--height", "64", "-
 PROMPTS = [SHELF, KETTLE, "a bedroom with a blue bed"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # One thread: faster for tiny tensors on a shared machine, and bit-identical between the
-    # uninterrupted run and the forked, killed and resumed ones.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

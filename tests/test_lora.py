@@ -67,14 +67,9 @@ def _base(folder: Path, **overrides) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is several times faster than two on a shared machine, and the
-    # killed child below must use the same count for its checkpoint to match bit for bit.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One thread: the killed child below must use the same count for its checkpoint to match
+# bit for bit.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -52,12 +51,7 @@ FAST = ["--num-inference-steps", "2", "--height", "64", "--width", "64"]
 TINY_RUN = dict(num_inference_steps=2, height=64, width=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -669,18 +663,19 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="flaky, not yet diagnosed: in one clean CI run 4 of the requests ended in "
-    "gradio_client's CancelledError (neither served nor refused by the queue); the server "
-    "stayed up",
-    strict=False,
-)
 def test_fifty_concurrent_clients_are_served_or_refused(served, client):
     """50 clients send requests back to back for 30 s: each request is answered or cleanly
     refused by the bounded queue, memory stays bounded, the queue drains, and a normal
-    request succeeds afterwards. Prints the figures the README quotes."""
+    request succeeds afterwards. Prints the figures the README quotes.
+
+    Each client is its own `gradio_client.Client` (its own session and event stream), as 50
+    users are. With one Client shared by 50 threads, 4 requests of one CI run ended in the
+    client's CancelledError (the server stayed up); that shared stream is not what this
+    test measures, and whether it was the cause is not proven."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
 
     url, _, proc = served
     fast = dict(prompt=PROMPT, num_images=1, **TINY_RUN)
@@ -695,11 +690,11 @@ def test_fifty_concurrent_clients_are_served_or_refused(served, client):
             peak[0] = max(peak[0], _rss_mb(proc.pid))
 
     def one_client(i: int) -> None:
-        k = 0
+        k, own = 0, Client(url, verbose=False)
         while time.monotonic() < stop:
             t0 = time.monotonic()
             try:
-                result = client.predict(**fast, seed=1000 * i + k, api_name="/generate")
+                result = own.predict(**fast, seed=1000 * i + k, api_name="/generate")
                 assert len(result[0]) == 1
                 latencies.append(time.monotonic() - t0)
             except Exception as err:  # the queue's refusal reaches the client as an error

@@ -51,12 +51,7 @@ FAST = dict(num_inference_steps=2, height=64, width=64)
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -397,6 +392,7 @@ def test_runs_dashboard_lists_plots_and_opens_runs(pipe, checker, lora_dir, tmp_
         "compare: all present, open",
     ]
     assert frame["rate"].between(0, 1).all() and len(frame) == 3
+    assert sorted(set(frame["run"])) == sorted(r["id"] for r in found)  # x: the run's number
     opened = ui.open_run(tmp_path, compare_run["id"])
     assert "| **all present** |" in opened["report"] and "![" not in opened["report"]
     assert [p.name for p in opened["images"]] == ["grid-000.png", "chart.png"]
@@ -531,12 +527,14 @@ def test_api_check(client, tmp_path):
     table, details = client.predict(
         prompt=PROMPT, images=[handle_file(str(image))], api_name="/check"
     )
-    assert [row[1] for row in table["data"]] == ["a wooden shelf", "two baskets", "sink", "faucet"]
+    assert table["headers"][0] == "object" and table["headers"][-1] == "image"
+    assert [row[0] for row in table["data"]] == ["a wooden shelf", "two baskets", "sink", "faucet"]
+    assert all(row[-1] == "room.png" for row in table["data"])
     assert details[0]["image"] == "room.png" and len(details[0]["objects"]) == 4
     table, _ = client.predict(
         images=[handle_file(str(image))], objects="wicker basket; lamp", api_name="/check"
     )
-    assert [row[1] for row in table["data"]] == ["wicker basket", "lamp"]
+    assert [row[0] for row in table["data"]] == ["wicker basket", "lamp"]
 
 
 def test_api_compare(client):
@@ -666,7 +664,7 @@ def page(server):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(900_000)  # tiny models are fast; a busy CI machine is not
+        page.set_default_timeout(300_000)  # tiny models are fast; a busy CI machine is not
         page.goto(server[0])
         yield page
         browser.close()
@@ -708,6 +706,10 @@ def test_browser_check(page, server):
     page.locator("#check-btn").click()
     page.locator("#check-table", has_text="2 wicker baskets").wait_for()
     assert "white sink" in page.locator("#check-table").inner_text()
+    # Every verdict column is in view, however long the file name.
+    for header in ("present", "score", "material", "colour", "count"):
+        box = page.locator("#check-table th", has_text=header).first.bounding_box()
+        assert box and box["x"] + box["width"] <= page.viewport_size["width"], header
     page.screenshot(path=SCREENSHOTS / "check.png", full_page=True)
 
 
