@@ -930,6 +930,31 @@ def _runs_frame(found: list[dict]):
     return pd.DataFrame(points or None, columns=["run", "rate", "metric"])
 
 
+def _runs_figure(frame):
+    """The rates of `_runs_frame` against the run number: whole-number ticks, the legend
+    beside the axes (Gradio's own plots cut it off and tick runs at 1.1, 1.2, ...)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 2.8), layout="constrained")
+    markers = iter("os^Dv")
+    for metric, points in frame.groupby("metric", sort=True):
+        ax.plot(points["run"], points["rate"], marker=next(markers, "o"), label=metric)
+    runs = sorted(set(frame["run"]))
+    ax.set_xticks(runs or [1])
+    ax.set_xlim(min(runs or [1]) - 0.5, max(runs or [1]) + 0.5)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("run # (in start order; the table gives the times)")
+    ax.set_ylabel("rate")
+    ax.grid(alpha=0.3)
+    if runs:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    plt.close(fig)
+    return fig
+
+
 def _runs_tab(out: Path):
     gr.Markdown(
         "The batch and compare runs of this app, from its runs registry "
@@ -939,14 +964,8 @@ def _runs_tab(out: Path):
         pick = gr.Dropdown([], label="Open a run", scale=3, elem_id="runs-pick")
         refresh = gr.Button("Refresh", scale=1, size="sm", elem_id="runs-refresh")
     table = gr.Dataframe(headers=_RUN_COLUMNS, label="Runs", interactive=False, elem_id="runs")
-    plot = gr.ScatterPlot(
-        x="run",
-        y="rate",
-        color="metric",
-        y_lim=[0, 1],
-        x_title="run # (in start order; the table gives the times)",
+    plot = gr.Plot(
         label="Headline rates over time",
-        height=340,
         elem_id="runs-plot",
     )
     with gr.Row():
@@ -965,7 +984,7 @@ def _runs_tab(out: Path):
         ]
         return (
             [_run_row(r) for r in found],
-            _runs_frame(found),
+            _runs_figure(_runs_frame(found)),
             gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
         )
 

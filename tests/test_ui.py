@@ -741,5 +741,9 @@ def test_browser_runs(page):
     # The newest run (the batch above) opens by itself: its report and pictures.
     page.locator("#runs-report").get_by_text("Batch report").wait_for()
     page.locator("#runs-gallery img").nth(5).wait_for()
-    page.locator("#runs-plot canvas, #runs-plot svg").first.wait_for()
+    page.locator("#runs-plot img").first.wait_for()  # the matplotlib figure
+    # While an update is pending Gradio overlays the block, with a progress text in it: the
+    # refresh above may still be running when the first run's rows are already shown.
+    for block in ("#runs", "#runs-plot"):
+        page.locator(f"{block} .progress-text").first.wait_for(state="detached")
     page.screenshot(path=SCREENSHOTS / "runs.png", full_page=True)
