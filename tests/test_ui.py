@@ -75,7 +75,7 @@ def checker_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lora_dir(model_dir, tmp_path_factory) -> Path:
+def tiny_lora_dir(model_dir, tmp_path_factory) -> Path:
     """A lora/ folder with one random rank-4 adapter named `catalog`."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -101,13 +101,25 @@ def lora_dir(model_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pipe(model_dir):
-    return pipeline.load_pipeline(model_dir)
+def models(model_dir, checker_dir, tiny_lora_dir) -> tuple[Path, Path, Path]:
+    """The shipped base, checker and lora/ library (the tiny ones only where those are
+    missing): the functions behind the tabs are tested with what users run."""
+    return _shipped() or (model_dir, checker_dir, tiny_lora_dir)
 
 
 @pytest.fixture(scope="module")
-def checker(checker_dir):
-    return ck.load_checker(checker_dir)
+def pipe(models):
+    return pipeline.load_pipeline(models[0])
+
+
+@pytest.fixture(scope="module")
+def checker(models):
+    return ck.load_checker(models[1])
+
+
+@pytest.fixture(scope="module")
+def lora_dir(models) -> Path:
+    return models[2]
 
 
 # -- the functions behind the tabs -----------------------------------------------------------
@@ -435,10 +447,10 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, checker_dir, lora_dir, tmp_path_factory):
+def server(models, tmp_path_factory):
     """`python app.py` on a free port: the shipped models when present, else the tiny ones.
     Yields (url, out_dir, CPU seconds it took to start serving); SIGTERM must stop it cleanly."""
-    model, checker_, lora = _shipped() or (model_dir, checker_dir, lora_dir)
+    model, checker_, lora = models
     out = tmp_path_factory.mktemp("served") / "outputs"
     port = _free_port()
     log = tmp_path_factory.mktemp("log") / "app.log"
