@@ -43,8 +43,9 @@ class ModelConfig:
     latent_channels: int = 4  # Stable Diffusion's own latent width
     # Text encoder: a 4-layer CLIP text transformer with CLIP's 77-token window. Longer
     # text (a Japanese catalog caption takes ~90-170 tokens) is encoded in 75-token chunks
-    # (`tokenize`, `encode_chunked`). A 256-token window was tried: its ~250 padding
-    # states, nearly equal for every caption, drowned the few that carry the prompt.
+    # (`tokenize`, `encode_chunked`). A 256-token window was tried first: its ~250 padding
+    # states, nearly equal for every caption, diluted the few that carry the prompt, and
+    # the models trained with it ignored the prompt.
     text_hidden: int = 128
     text_layers: int = 4
     text_heads: int = 4
