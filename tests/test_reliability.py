@@ -494,9 +494,9 @@ def test_app_reports_unreadable_uploads_and_never_unpickles(served, client, file
     table, details = client.predict(
         images=[handle_file(str(p)) for p in uploads], objects="sink", api_name="/check"
     )
-    errors = [row[1] for row in table["data"] if row[1].startswith("error: ")]
+    errors = [row[0] for row in table["data"] if row[0].startswith("error: ")]
     assert len(errors) == 2 and "not an image" in errors[0] and "truncated" in errors[1]
-    assert "sink" in [row[1] for row in table["data"]]
+    assert "sink" in [row[0] for row in table["data"]]  # verdicts first, the file name last
     assert [d.get("error") is None for d in details] == [False, False, True]
     assert not files["marker"].exists()
     assert _alive(served[0])
