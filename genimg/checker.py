@@ -194,8 +194,11 @@ def _as_arrays(images) -> list[np.ndarray]:
 
 
 @torch.inference_mode()
-def embed_images(checker: Checker, images, batch_size: int = 256) -> torch.Tensor:
-    """(N, D) unit-norm image embeddings of PIL images or a uint8 (N, H, W, 3) array."""
+def embed_images(checker: Checker, images, batch_size: int = 32) -> torch.Tensor:
+    """(N, D) unit-norm image embeddings of PIL images or a uint8 (N, H, W, 3) array.
+
+    Batches of 32: on 2 CPU cores 256 images embed in 0.63 s that way against 1.17 s in
+    one batch of 256, whose activations (~35 MB a layer) overflow the caches."""
     st = checker.settings
     arrays = _as_arrays(images)
     out = []
@@ -285,7 +288,7 @@ def check(
     images,
     requested: ParseResult | list,
     names: list | None = None,
-    batch_size: int = 256,
+    batch_size: int = 32,
 ) -> list[dict]:
     """Score each requested object in each image. `requested`: a ParseResult, or a list of
     Requested / dicts with keys object, material, color, count (phrase optional)."""
