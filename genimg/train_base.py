@@ -537,8 +537,12 @@ def train_base(
     summary["vae"] = train_vae(
         comp["vae"], data.images, recipe.vae, recipe.seed, out, device, resume
     )
-    # 2. Latents, and the scaling factor that gives them unit variance (as SD's 0.18215).
+    # 2. Latents, and the scaling factor that gives them unit variance (as SD's 0.18215);
+    #    a kept warm-started VAE keeps its own, which the adapters trained on it assume.
     latents, scale = _latents(comp, data.images, device)
+    if init is not None and recipe.vae.steps == 0:
+        kept = json.loads((Path(init) / "vae" / "config.json").read_text())["scaling_factor"]
+        latents, scale = latents * (kept / scale), float(kept)
     comp["vae"].register_to_config(scaling_factor=scale)
     summary["vae"]["scaling_factor"] = scale
     # 3. UNet + text encoder

@@ -3,6 +3,10 @@
 #   base (VAE, then UNet + text encoder) -> two LoRA adapters, and the checker beside them.
 # Outputs come back packed (scripts/pack_outputs.py). Each stage's command is the same one a
 # user runs on any machine; only --device cuda and the recipes' wall-clock caps differ.
+#   BASE_RECIPE=... BASE_INIT=assets/models/genimg-base bash scripts/gpu_train.sh
+# continues the shipped base instead (e.g. assets/recipes/base-gpu-more.toml: VAE kept).
+# The device tool carries at most 64 MiB: .whl (20 MB) plus the tracked tree fits only with
+# assets/models/genimg-checker left behind (git rm --cached + .git/info/exclude for the call).
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -36,7 +40,9 @@ el checker start
 
 # 2. Base model (VAE 1.3 min, UNet + text encoder 3.0 min, plus data and samples).
 el base start
-timeout 400 python3 -m genimg train-base --recipe assets/recipes/base-gpu.toml --out $R/base --device cuda > $R/base.log 2>&1
+INIT=(); [ -n "${BASE_INIT:-}" ] && INIT=(--init-from "$BASE_INIT")
+timeout 400 python3 -m genimg train-base --recipe "${BASE_RECIPE:-assets/recipes/base-gpu.toml}" \
+  "${INIT[@]}" --out $R/base --device cuda > $R/base.log 2>&1
 el "base rc=$?"; tail -3 $R/base.log
 
 # 3. Two adapters in parallel on the new base.

@@ -182,9 +182,13 @@ def test_init_from_warm_starts(folder, tmp_path):
     recipe.data = str(folder)
     first = tb.train_base(recipe, tmp_path / "a")
     # Both stages skipped: the warm-started networks come out exactly as they went in.
+    # Other images: a kept VAE keeps its latent scaling factor too (adapters assume it).
     still = BaseRecipe.from_toml(_tiny_recipe(tmp_path, 0, 0, "still.toml"))
-    still.data = str(folder)
+    still.data = "catalog:24:5:other"
     second = tb.train_base(still, tmp_path / "b", init=first)
+    scale = [json.loads((m / "vae" / "config.json").read_text())["scaling_factor"]
+             for m in (first, second)]  # fmt: skip
+    assert scale[0] == scale[1]
     a, b = _weights(first), _weights(second)
     assert a.keys() == b.keys() and len(a) == 3
     assert (
