@@ -620,7 +620,7 @@ def test_no_file_outside_the_output_folder_is_served(served, client, files):
     """Beyond test_ui's path forms: links planted inside the output folder."""
     url, out, _ = served
     client.predict(prompt=PROMPT, num_images=1, **TINY_RUN, api_name="/generate")
-    served_png = next(out.rglob("*.png"))
+    served_png = next((out / "generate").rglob("*.png"))  # not an earlier test's upload
     status, body = _get(url, f"/gradio_api/file={served_png}")
     assert status == 200 and body.startswith(b"\x89PNG")  # the positive control
     links = {

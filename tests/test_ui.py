@@ -614,7 +614,7 @@ def test_file_routes_serve_nothing_outside_the_output_folder(server, model_dir, 
     url, out, _ = server
     # A positive control first: the app's own output is served.
     client.predict(prompt=PROMPT, num_images=1, num_inference_steps=2, api_name="/generate")
-    served = next(out.rglob("*.png"))
+    served = next((out / "generate").rglob("*.png"))  # not an upload of another test
     status, body = _get(url, f"/gradio_api/file={served}")
     assert status == 200 and body.startswith(b"\x89PNG")
 
@@ -709,7 +709,7 @@ def test_browser_compare(page):
 
 @pytest.mark.slow
 def test_browser_check(page, server):
-    image = next(server[1].rglob("*.png"))  # a render of an earlier test
+    image = next((server[1] / "generate").rglob("*.png"))  # a render of an earlier test
     page.get_by_role("tab", name="Check").click()
     page.locator("#check-files input[type=file]").set_input_files(str(image))
     page.locator("#check-objects textarea").fill("wooden shelf; 2 wicker baskets; white sink")
