@@ -151,16 +151,15 @@ def build_components(cfg: ModelConfig) -> dict:
     }
 
 
-def token_chunks(tokenizer, text: str, max_tokens: int = MAX_PROMPT_TOKENS) -> tuple[list, int]:
+def token_chunks(tokenizer, text: str, max_tokens: int = MAX_PROMPT_TOKENS) -> tuple[list, list]:
     """`text`'s token ids (no BOS/EOS) in chunks of window - 2, at most `max_tokens` of them
-    (at least one window's worth), and how many tokens were cut from the tail."""
+    (at least one window's worth), and the ids cut from the tail (empty if none)."""
     chunk = tokenizer.model_max_length - 2
     limit = max(chunk, max_tokens // chunk * chunk)
     # An explicit max_length far past any prompt: without one transformers warns about
     # "indexing errors" for any text longer than one window, which chunking makes harmless.
     ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=1 << 20).input_ids
-    cut = max(0, len(ids) - limit)
-    ids = ids[:limit]
+    ids, cut = ids[:limit], ids[limit:]
     return [ids[i : i + chunk] for i in range(0, len(ids), chunk)] or [[]], cut
 
 

@@ -160,14 +160,14 @@ def batch_invariant_time_embedding(unet) -> None:
 
 
 def _rowwise(forward):
+    import torch
+
     def rowwise(x, *args, **kwargs):
         if x.shape[0] == 1:
             return forward(x, *args, **kwargs)
         if bool((x == x[:1]).all()):
             return forward(x[:1], *args, **kwargs).expand(x.shape[0], -1)
         return torch.cat([forward(x[i : i + 1], *args, **kwargs) for i in range(x.shape[0])])
-
-    import torch
 
     return rowwise
 

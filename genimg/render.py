@@ -63,7 +63,7 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str = ""):
     A prompt longer than the encoder's window is split into chunks of window - 2 tokens,
     each encoded with its own BOS/EOS and the results concatenated along T (the scheme of
     AUTOMATIC1111's web UI, and of genimg's training); the UNet's cross-attention takes any
-    T. Tokens past `MAX_PROMPT_TOKENS` (or past one window, for a long-window encoder) are
+    T. Tokens past `models.MAX_PROMPT_TOKENS` (or past one window, for a long-window encoder) are
     cut, with a warning.
     """
     import torch
@@ -82,17 +82,16 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str = ""):
 
 
 def _token_chunks(tokenizer, text: str, arg: str) -> list[list[int]]:
-    from genimg.models import MAX_PROMPT_TOKENS, token_chunks
+    from genimg.models import token_chunks
 
-    chunks, cut = token_chunks(tokenizer, text, MAX_PROMPT_TOKENS)
+    chunks, cut = token_chunks(tokenizer, text)
     if cut:
         kept = sum(len(c) for c in chunks)
-        ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=1 << 20)
-        tail = tokenizer.decode(ids.input_ids[kept:])
+        tail = tokenizer.decode(cut)
         log.warning(
             "%s: %d tokens; the model reads %d, so the tail %r is cut",
             arg,
-            kept + cut,
+            kept + len(cut),
             kept,
             tail[:60] + ("..." if len(tail) > 60 else ""),
         )

@@ -8,19 +8,9 @@
 # The device tool carries at most 64 MiB: .whl (20 MB) plus the tracked tree fits only with
 # assets/models/genimg-checker left behind (git rm --cached + .git/info/exclude for the call).
 set -u
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-R=/tmp/runs; rm -rf $R; mkdir -p $R
+source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, diffusers, transformers, peft; print(torch.__version__, diffusers.__version__, transformers.__version__, peft.__version__)"
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
 
 # 0. Smoke: every stage at toy size, so a bug costs a minute, not the lease.
 el smoke
