@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from genimg.errors import UsageError
+from genimg.traced import trace_unet
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -139,6 +140,8 @@ def load_pipeline(model: str | Path = DEFAULT_MODEL, device: str = "cpu", schedu
     # (whose convolutions pick kernels by batch size) see one image's rows at a time.
     batch_invariant_time_embedding(pipe.unet)
     pipe.vae.enable_slicing()
+    # Sampling steps replay traced graphs: the small UNet's steps are mostly Python overhead.
+    trace_unet(pipe.unet)
     return pipe.to(device)
 
 

@@ -388,3 +388,19 @@ def test_shipped_checker_matches_its_card(fresh_report):
 def test_shipped_checker_meets_all_targets(fresh_report):
     s = fresh_report["summary"]
     assert s["presence_auc_min"] >= 0.97 and s["material_acc"] >= 0.90
+
+
+@pytest.mark.slow
+@SHIPPED
+def test_shipped_checker_agrees_with_eye_labels_on_generated_images():
+    """16 generated images whose objects a person labelled (`scripts/eye_agreement.py`)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "eye_agreement.py"
+    done = subprocess.run([sys.executable, script, "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    r = json.loads(done.stdout)
+    assert (r["images"], r["objects"]) == (16, 58)
+    assert 10 <= r["eye_present"] <= r["clear"] - 10  # both answers are well represented
+    assert r["agree"] / r["clear"] >= 0.9, r

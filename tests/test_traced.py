@@ -1,0 +1,90 @@
+"""The traced UNet: eager's bits, a graph per shape and adapter state, eager where it must."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_assets import TINY, make_lora
+
+from genimg import adapters, pipeline
+from genimg.models import build_components
+from genimg.traced import _MAX_GRAPHS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    return pipeline.save_pipeline(build_components(TINY), tmp_path_factory.mktemp("m") / "tiny")
+
+
+def _inputs(rows: int, tokens: int = 7, side: int = 8, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    sample = torch.randn(rows, 4, side, side, generator=gen)
+    return sample, torch.randn(rows, tokens, 32, generator=gen)
+
+
+def _both(unet, x, context, t=500):
+    """(traced call, eager call) of the same inputs."""
+    with torch.no_grad():
+        traced = unet(x, t, encoder_hidden_states=context, return_dict=False)[0]
+        eager = type(unet).forward(unet, x, t, encoder_hidden_states=context).sample
+    return traced, eager
+
+
+def test_traced_calls_give_eager_bits_one_graph_per_shape(model_dir):
+    unet = pipeline.load_pipeline(model_dir).unet
+    for rows, tokens, side in [(2, 7, 8), (2, 7, 8), (4, 7, 8), (2, 14, 8), (2, 7, 16)]:
+        x, context = _inputs(rows, tokens, side)
+        traced, eager = _both(unet, x, context, t=torch.tensor(321))
+        assert torch.equal(traced, eager)
+    assert len(unet._genimg_graphs) == 4  # the repeated shape reused its graph
+    x, context = _inputs(2, seed=1)  # new values, same shape: the graph is not a cache of outputs
+    traced, eager = _both(unet, x, context, t=17)
+    assert torch.equal(traced, eager) and len(unet._genimg_graphs) == 4
+
+
+def test_gradients_training_mode_and_per_row_timesteps_run_eager(model_dir):
+    unet = pipeline.load_pipeline(model_dir).unet
+    x, context = _inputs(2)
+    unet(x, 500, encoder_hidden_states=context).sample.sum().backward()  # grad enabled
+    assert unet.conv_in.weight.grad is not None and unet.conv_in.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        unet(x, torch.tensor([10, 900]), encoder_hidden_states=context)  # rows differ
+        unet.train()
+        unet(x, 500, encoder_hidden_states=context)
+        unet.eval()
+    assert unet._genimg_graphs == {}
+
+
+def test_adapter_load_weight_fuse_and_unload_trace_anew(model_dir, tmp_path):
+    pipe = pipeline.load_pipeline(model_dir)
+    make_lora(model_dir, tmp_path / "a", seed=1)
+    make_lora(model_dir, tmp_path / "b", seed=2)
+    x, context = _inputs(2)
+    seen = []
+    steps = [
+        [],
+        [adapters.resolve(f"{tmp_path / 'a'}:1.0")],  # fused
+        [adapters.resolve(f"{tmp_path / 'a'}:0.5"), adapters.resolve(f"{tmp_path / 'b'}:-1")],
+        [adapters.resolve(f"{tmp_path / 'a'}:0.7"), adapters.resolve(f"{tmp_path / 'b'}:-1")],
+        [],
+    ]
+    for specs in steps:
+        adapters.apply(pipe, specs)
+        traced, eager = _both(pipe.unet, x, context)
+        torch.testing.assert_close(traced, eager, atol=0, rtol=0)
+        seen.append(traced)
+    for a, b in zip(seen, seen[1:], strict=False):
+        assert (a - b).abs().max() > 1e-4  # every step changed the output, and so the graph
+    torch.testing.assert_close(seen[-1], seen[0], atol=1e-5, rtol=0)  # unloaded: the base again
+
+
+def test_graph_cache_is_bounded(model_dir):
+    unet = pipeline.load_pipeline(model_dir).unet
+    for tokens in range(1, _MAX_GRAPHS + 3):
+        _both(unet, *_inputs(1, tokens))
+    assert len(unet._genimg_graphs) == _MAX_GRAPHS
+    newest = [key[3][1] for key in unet._genimg_graphs]  # the text length of each graph's input
+    assert newest == list(range(3, _MAX_GRAPHS + 3))  # the two oldest were dropped
