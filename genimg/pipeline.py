@@ -143,8 +143,10 @@ def load_pipeline(model: str | Path = DEFAULT_MODEL, device: str = "cpu", schedu
     # Sampling steps replay traced graphs: the small UNet's steps are mostly Python overhead.
     trace_unet(pipe.unet)
     # oneDNN's convolutions run natively on NHWC weights: 1.09x a traced sampling step and
-    # 1.19x a training step at batch 64 (2 cores); batch invariance holds as with NCHW.
+    # 1.19x a training step at batch 64 (2 cores); the VAE decodes 1.55x faster (80 -> 51 ms
+    # an image at 128 px). Batch invariance holds as with NCHW.
     pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
     return pipe.to(device)
 
 

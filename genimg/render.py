@@ -23,7 +23,9 @@ __all__ = ["check_inputs", "encode_prompt", "render"]
 
 log = logging.getLogger("genimg")
 
-_BATCH = 8  # images per denoising call: most of the batching speed-up, bounded memory
+# Images per denoising call (32 UNet rows with CFG): 1.10x the images/s of 8 in an interleaved
+# A/B on 2 cores (2.18 vs 1.98 images/s at 128 px); memory stays bounded.
+_BATCH = 16
 _MAX_SEED = 2**63 - 1 - 64
 
 
