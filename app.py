@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGTERM stops the app as Ctrl-C does, whenever it comes (even while still starting).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    from genimg import pipeline, ui  # gradio, not torch: the models' libraries load later
+    from genimg import pipeline, web  # gradio, not torch: the models' libraries load later
     from genimg.errors import UsageError
 
     try:
@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     # to import as gradio): the page is up meanwhile, and a request made before the models
     # are there waits for them.
     pipe, check = Future(), Future()
-    demo = ui.create_demo(
+    demo = web.create_demo(
         pipe, check, args.lora_dir, args.out, args.max_queue, pipeline.model_name(folder)
     )
     try:
-        ui.launch(demo, args.out, args.host, args.port, prevent_thread_lock=True)
+        web.launch(demo, args.out, args.host, args.port, prevent_thread_lock=True)
         try:
             _load_models(pipe, check, folder, args.checker)
         except UsageError as err:

@@ -24,7 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from genimg import checker as ck  # noqa: E402
 from genimg import checker_train as ct  # noqa: E402
-from genimg import pipeline, ui  # noqa: E402
+from genimg import pipeline, ui, web  # noqa: E402
 from genimg.errors import UsageError  # noqa: E402
 from genimg.models import ModelConfig, build_components, load_tokenizer  # noqa: E402
 
@@ -196,7 +196,7 @@ def test_spelling_suggestion_and_unknown_words(pipe, checker, tmp_path):
     result = ui.generate(
         pipe, checker, "a bathroom with a woden shelf", num_images=1, out_dir=tmp_path, **FAST
     )
-    notes = ui._notes_md(result.requested)
+    notes = web._notes_md(result.requested)
     assert "Did you mean: **a wooden shelf**?" in notes
 
 
@@ -298,7 +298,7 @@ def test_checklist_escapes_user_text():
             "all_correct": False,
         },
     )  # fmt: skip
-    page = ui._checklist_html([shot])
+    page = web._checklist_html([shot])
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "✗" in page and "✓" not in page  # an absent object's material is not judged
 
@@ -355,9 +355,9 @@ def test_batch_tab_until_correct_counts_what_it_rejects(pipe, checker, tmp_path,
     assert [[a["seed"] for a in r["attempts"]] for r in result["rows"]] == [[3, 5], [4]]
     m = result["metrics"]
     assert (m["renders"], m["accepted"], m["first_try_rate"]) == (3, 2, 0.5)
-    summary = ui._batch_summary(result)
+    summary = web._batch_summary(result)
     assert "2 of 2 images accepted (100%) after 3 renders; 50% passed on their first" in summary
-    assert ui._row_caption(result["rows"][0]) == "seed 5 · ✓ · 2 tries"
+    assert web._row_caption(result["rows"][0]) == "seed 5 · ✓ · 2 tries"
 
 
 @pytest.mark.parametrize(
@@ -397,10 +397,10 @@ def test_runs_dashboard_lists_plots_and_opens_runs(pipe, checker, lora_dir, tmp_
     compare_run = found[1]
     assert compare_run["id"] == report["run_id"] and compare_run["seeds"] == [0, 1]
     assert compare_run["metrics"]["all_present_open"] == report["all_present"]["open"]["rate"]
-    rows = [ui._run_row(r) for r in found]
+    rows = [web._run_row(r) for r in found]
     assert rows[1][:2] == [compare_run["id"], "compare"] and rows[1][4] == "2 seeds"
     assert rows[1][5].startswith("all present: open ") and rows[0][4] == "1 images"
-    frame = ui._runs_frame(found)
+    frame = web._runs_frame(found)
     assert sorted(set(frame["metric"])) == [
         "batch: all correct",
         "compare: all present, catalog",
