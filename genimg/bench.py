@@ -258,9 +258,13 @@ def bench(cfg: BenchConfig) -> dict:
     settings = Settings(**steps, **size)
     calls: list[int] = []
     hook = pipe.unet.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+    # The matmul ceiling is measured just before and just after the batch: this VM's speed
+    # drifts over minutes, and the utilisation must compare rates of the same moments.
+    peak_before = matmul_flops(cfg.device, clock=clock)
     t0 = clock()
     images = render_batch(pipe, requests, settings)
     batch_s = clock() - t0
+    peak_after = matmul_flops(cfg.device, clock=clock)
     hook.remove()
     t0 = clock()
     naive = [plain_one(p, k)[0] for p, k in requests]
@@ -269,9 +273,11 @@ def bench(cfg: BenchConfig) -> dict:
     out["images_per_s_batch"] = len(requests) / batch_s
     # UNet FLOPs done during the batch (each row's FLOPs are the same) over the matmul rate.
     per_row = unet_flops_per_image(pipe, cfg.height, cfg.width, 1.0)
-    peak = matmul_flops(cfg.device, clock=clock)
+    peak = (peak_before + peak_after) / 2
     out["unet_flop_utilization"] = per_row * sum(calls) / batch_s / peak
     out["matmul_gflops"] = peak / 1e9
+    out["matmul_gflops_before"] = peak_before / 1e9
+    out["matmul_gflops_after"] = peak_after / 1e9
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _progress(out, shown)
 

@@ -24,6 +24,8 @@ POSITIVE = (
     "images_per_s_batch",
     "s_per_image_single",
     "matmul_gflops",
+    "matmul_gflops_before",
+    "matmul_gflops_after",
 )
 # Adapter time / base time - 1: near zero when fused, so noise may push it below zero.
 OVERHEADS = ("fused_lora_overhead", "unfused_lora_overhead")
@@ -51,6 +53,9 @@ def test_quick_bench_reports_every_figure(assets, capsys):
     for key in OVERHEADS:
         assert math.isfinite(result[key]) and result[key] > -1, (key, result[key])
     assert 0 < result["unet_flop_utilization"] < 1
+    # The ceiling is the mean of the matmuls taken just before and just after the batch.
+    pair = result["matmul_gflops_before"] + result["matmul_gflops_after"]
+    assert result["matmul_gflops"] == pytest.approx(pair / 2)
     # The batch path draws what one plain diffusers call per image draws, seed for seed.
     assert result["max_pixel_diff_vs_naive"] <= 2
     assert result["all_present_rate_batch"] == result["all_present_rate_naive"]
