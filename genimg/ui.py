@@ -49,11 +49,11 @@ EXAMPLES = [
     "あります。シンクは白い陶器製で、蛇口はクロムめっきのエレガントなデザインです。",
 ]
 # Serving limits, tighter than the CLI's: one request must not hold the queue for minutes.
-_MAX_IMAGES = 16
-_MAX_TRIES = 10
-_MAX_SEEDS = 32
-_MAX_SIDE = 512
-_MAX_BATCH = 256  # images in one batch run from the app; genimg batch has no such bound
+MAX_IMAGES = 16
+MAX_TRIES = 10
+MAX_SEEDS = 32
+MAX_SIDE = 512
+MAX_BATCH = 256  # images in one batch run from the app; genimg batch has no such bound
 
 
 @dataclass
@@ -109,12 +109,12 @@ def generate(
         negative_prompt=negative_prompt or "",
         num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 1000),
         guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
-        height=check_size("height", height, 64, _MAX_SIDE),
-        width=check_size("width", width, 64, _MAX_SIDE),
+        height=check_size("height", height, 64, MAX_SIDE),
+        width=check_size("width", width, 64, MAX_SIDE),
     )
     seed = check_int("seed", seed, 0, 2**63 - 65)
-    num_images = check_int("num_images", num_images, 1, _MAX_IMAGES)
-    max_tries = check_int("max_tries", max_tries, 1, _MAX_TRIES) if keep_passing else 1
+    num_images = check_int("num_images", num_images, 1, MAX_IMAGES)
+    max_tries = check_int("max_tries", max_tries, 1, MAX_TRIES) if keep_passing else 1
     check_inputs(**params, seed=seed, num_images=num_images)
     loras = _loras(adapter, adapter_weight, lora_dir)
     # 2. What the checker will look for
@@ -190,14 +190,14 @@ def compare(
     from genimg import compare as cmp
 
     # 1. Check inputs, as the CLI does, plus the serving limits
-    num_seeds = check_int("num_seeds", num_seeds, 1, _MAX_SEEDS)
+    num_seeds = check_int("num_seeds", num_seeds, 1, MAX_SEEDS)
     params = dict(
         prompt=prompt,
         negative_prompt="",
         num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 1000),
         guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
-        height=check_size("height", height, 64, _MAX_SIDE),
-        width=check_size("width", width, 64, _MAX_SIDE),
+        height=check_size("height", height, 64, MAX_SIDE),
+        width=check_size("width", width, 64, MAX_SIDE),
     )
     check_inputs(**params, seed=seed, num_images=num_seeds)
     loras = _loras(adapter, adapter_weight, lora_dir)
@@ -272,8 +272,8 @@ def batch(
     # 1. Check inputs, as the CLI does, plus the serving limits
     if not prompts_file:
         raise UsageError("prompts", "upload a prompts file (.txt, one prompt a line, or .jsonl)")
-    num_images = check_int("num_images", num_images, 1, _MAX_IMAGES)
-    until_correct = check_int("until_correct", until_correct, 1, _MAX_TRIES)
+    num_images = check_int("num_images", num_images, 1, MAX_IMAGES)
+    until_correct = check_int("until_correct", until_correct, 1, MAX_TRIES)
     _check_batch_file(prompts_file, num_images, num_inference_steps, height, width)
     loras = _loras(adapter, adapter_weight, lora_dir)
     # 2. genimg batch itself, into a new run folder
@@ -285,8 +285,8 @@ def batch(
         seed=check_int("seed", seed, 0, 2**62),
         num_inference_steps=check_int("num_inference_steps", num_inference_steps, 1, 100),
         guidance_scale=check_float("guidance_scale", guidance_scale, 0.0, 100.0),
-        height=check_size("height", height, 64, _MAX_SIDE),
-        width=check_size("width", width, 64, _MAX_SIDE),
+        height=check_size("height", height, 64, MAX_SIDE),
+        width=check_size("width", width, 64, MAX_SIDE),
         model=str(pipe.name_or_path),
         scheduler=_scheduler_name(pipe)[0],
         lora=[f"{lo.path}:{lo.weight}" for lo in loras],
@@ -327,15 +327,15 @@ def _check_batch_file(path, num_images: int, steps, height, width) -> None:
         try:
             if "lora" in spec.overrides:
                 raise UsageError("lora", "choose the adapter in the app, not in the file")
-            total += check_int("num_images", o["num_images"], 1, _MAX_IMAGES)
+            total += check_int("num_images", o["num_images"], 1, MAX_IMAGES)
             check_int("num_inference_steps", o["num_inference_steps"], 1, 100)
-            check_size("height", o["height"], 64, _MAX_SIDE)
-            check_size("width", o["width"], 64, _MAX_SIDE)
+            check_size("height", o["height"], 64, MAX_SIDE)
+            check_size("width", o["width"], 64, MAX_SIDE)
         except UsageError as err:
             raise UsageError("prompts", where + str(err)) from None
-    if total > _MAX_BATCH:
+    if total > MAX_BATCH:
         raise UsageError(
-            "prompts", f"{total} images; the app renders at most {_MAX_BATCH} a run (the CLI: any)"
+            "prompts", f"{total} images; the app renders at most {MAX_BATCH} a run (the CLI: any)"
         )
 
 
@@ -366,7 +366,7 @@ def open_run(out_dir: Path | str, run_id: int) -> dict:
         rows = (
             [json.loads(x) for x in manifest.read_text().splitlines()] if manifest.is_file() else []
         )
-        found["images"] = [folder / r["file"] for r in rows[:_MAX_IMAGES]]
+        found["images"] = [folder / r["file"] for r in rows[:MAX_IMAGES]]
         found["download"] = folder / f"{folder.name}.zip"
     found["images"] = [
         p for p in found["images"] if p.is_file() and p.resolve().is_relative_to(out)

@@ -24,11 +24,11 @@ from genimg import adapters, pipeline
 from genimg.errors import UsageError
 from genimg.parse import ParseResult
 from genimg.ui import (
-    _MAX_IMAGES,
-    _MAX_SEEDS,
-    _MAX_SIDE,
-    _MAX_TRIES,
     EXAMPLES,
+    MAX_IMAGES,
+    MAX_SEEDS,
+    MAX_SIDE,
+    MAX_TRIES,
     NO_ADAPTER,
     Shot,
     batch,
@@ -182,9 +182,9 @@ def _generate_tab(pipe, checker, names, lora_dir, out, model) -> None:
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", scale=3)
                 dice = gr.Button("Random seed", scale=1, size="sm")
             with gr.Row():
-                height = gr.Slider(64, _MAX_SIDE, value=128, step=8, label="Height")
-                width = gr.Slider(64, _MAX_SIDE, value=128, step=8, label="Width")
-                count = gr.Slider(1, _MAX_IMAGES, value=4, step=1, label="Images")
+                height = gr.Slider(64, MAX_SIDE, value=128, step=8, label="Height")
+                width = gr.Slider(64, MAX_SIDE, value=128, step=8, label="Width")
+                count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Images")
             with gr.Row():
                 adapter = gr.Dropdown([NO_ADAPTER, *names], value=NO_ADAPTER, label="Adapter")
                 weight = gr.Slider(-2, 2, value=1.0, step=0.05, label="Adapter weight")
@@ -192,7 +192,7 @@ def _generate_tab(pipe, checker, names, lora_dir, out, model) -> None:
                 keep = gr.Checkbox(
                     label="Keep only images in which every requested object passes", value=False
                 )
-                tries = gr.Slider(1, _MAX_TRIES, value=3, step=1, label="Max tries")
+                tries = gr.Slider(1, MAX_TRIES, value=3, step=1, label="Max tries")
             button = gr.Button("Generate", variant="primary", elem_id="generate-btn")
             gr.Examples([[e] for e in EXAMPLES], inputs=[prompt_box], cache_examples=False)
         with gr.Column(scale=3):
@@ -265,7 +265,7 @@ def _compare_tab(pipe, checker, names, lora_dir, out, model):
             adapter = gr.Dropdown(names, value=default, label="Adapter (catalog model)")
             weight = gr.Slider(-2, 2, value=1.0, step=0.05, label="Adapter weight")
     with gr.Row():
-        seeds = gr.Slider(1, _MAX_SEEDS, value=8, step=1, label="Seeds")
+        seeds = gr.Slider(1, MAX_SEEDS, value=8, step=1, label="Seeds")
         seed = gr.Number(value=0, precision=0, minimum=0, label="First seed")
         steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
         guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance scale")
@@ -344,28 +344,28 @@ def _batch_tab(pipe, checker, names, lora_dir, out, model):
                 elem_id="batch-file",
             )
             with gr.Row():
-                count = gr.Slider(1, _MAX_IMAGES, value=2, step=1, label="Images per prompt")
+                count = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images per prompt")
                 seed = gr.Number(value=0, precision=0, minimum=0, label="First seed")
             with gr.Row():
                 steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
                 guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance scale")
             with gr.Row():
-                height = gr.Slider(64, _MAX_SIDE, value=128, step=8, label="Height")
-                width = gr.Slider(64, _MAX_SIDE, value=128, step=8, label="Width")
+                height = gr.Slider(64, MAX_SIDE, value=128, step=8, label="Height")
+                width = gr.Slider(64, MAX_SIDE, value=128, step=8, label="Width")
             with gr.Row():
                 adapter = gr.Dropdown([NO_ADAPTER, *names], value=NO_ADAPTER, label="Adapter")
                 weight = gr.Slider(-2, 2, value=1.0, step=0.05, label="Adapter weight")
             with gr.Row():
                 check = gr.Checkbox(value=True, label="Check every image")
                 until = gr.Slider(
-                    1, _MAX_TRIES, value=1, step=1, label="Until correct: seeds per image (1: off)"
+                    1, MAX_TRIES, value=1, step=1, label="Until correct: seeds per image (1: off)"
                 )
             button = gr.Button("Run batch", variant="primary", elem_id="batch-btn")
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_id="batch-summary")
             download = gr.File(label="Images, manifest and report (zip)", elem_id="batch-zip")
             gallery = gr.Gallery(
-                label=f"Images (the first {_MAX_IMAGES})",
+                label=f"Images (the first {MAX_IMAGES})",
                 columns=8,
                 height="auto",
                 format="png",
@@ -394,7 +394,7 @@ def _batch_tab(pipe, checker, names, lora_dir, out, model):
                 out, lora_dir, progress,
             )
         )  # fmt: skip
-        rows = result["rows"][:_MAX_IMAGES]
+        rows = result["rows"][:MAX_IMAGES]
         return (
             _batch_summary(result),
             str(result["zip"]),
