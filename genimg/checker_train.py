@@ -383,17 +383,49 @@ def _fit(
     }
 
 
+def init_weights(model, init: Path) -> None:
+    """Warm-start `model` from a checker folder of the same architecture (safetensors only)."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(init).glob("*.safetensors")) if Path(init).is_dir() else []
+    if not files:
+        raise UsageError("--init", f"{init} is not a checker folder with .safetensors weights")
+    theirs = {k: v for f in files for k, v in load_file(f).items()}
+    ours = model.state_dict()
+    wrong = sorted(k for k in ours if k in theirs and theirs[k].shape != ours[k].shape) + sorted(
+        set(ours) - set(theirs)
+    )
+    if wrong:
+        k = wrong[0]
+        got = tuple(theirs[k].shape) if k in theirs else "missing"
+        raise UsageError(
+            "--init",
+            f"{init} does not fit the recipe's model: {k} is {got} there, "
+            f"{tuple(ours[k].shape)} in the recipe ({len(wrong)} tensor(s) differ)",
+        )
+    model.load_state_dict({k: theirs[k].float() for k in ours if k in theirs}, strict=False)
+
+
 def train_checker(
-    r: CheckerRecipe, out: Path, device: str = "cpu", resume: bool = False, command: str = ""
+    r: CheckerRecipe,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    command: str = "",
+    init: Path | None = None,
 ) -> Path:
-    """Train, save `out/model`, calibrate, evaluate and write its card. Returns the folder."""
+    """Train, save `out/model`, calibrate, evaluate and write its card. Returns the folder.
+    `init`: a checker folder to start from instead of random weights (a fresh schedule)."""
     from genimg.models import TOKENIZER_DIR, load_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     tokenizer = load_tokenizer(max_length=r.text_max_length)
     torch.manual_seed(r.seed)
-    model = build_model(r, tokenizer).to(device)
+    model = build_model(r, tokenizer)
+    if init is not None:
+        init_weights(model, init)
+    model = model.to(device)
     table = text_table(ck.TRAINED_TEMPLATES)
     tok = {
         k: v.to(device)
@@ -415,6 +447,7 @@ def train_checker(
         "n_images": len(rows),
         "device": device,
         "command": command,
+        "init": str(init) if init is not None else None,
         **_fit(model, tok, table, images, lab, r, out, device, resume),
     }
     # 3. Save as a self-contained transformers CLIP folder (fp16 safetensors), then reload
@@ -478,6 +511,11 @@ def write_card(
         f"- data: `{summary['data']}` ({summary['n_images']} rendered catalog images of the "
         "checker's own split; never the generator's), augmented with blur, downscaling, "
         "noise and colour jitter",
+        *(
+            [f"- warm-started from `{summary['init']}` (its weights; a fresh schedule)"]
+            if summary.get("init")
+            else []
+        ),
         f"- steps: {summary['steps']} at batch {r.batch_size} on {summary['device']}; training "
         f"{summary['train_wall_s']:.0f} s, whole run {summary['total_wall_s']:.0f} s",
         f"- thresholds calibrated on `{r.calib_data}`; scores below on `{r.eval_data}` "
@@ -522,6 +560,11 @@ def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--steps", type=int, help="override the recipe's steps")
+    parser.add_argument(
+        "--init",
+        metavar="DIR",
+        help="start from this checker folder's weights (same architecture) instead of random",
+    )
     parser.add_argument("--max-minutes", type=float, help="stop training after this long")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
@@ -547,7 +590,8 @@ def run(args) -> int:
         raise UsageError("--device", f"{args.device} requested but no CUDA device is available")
     torch.backends.cuda.matmul.allow_tf32 = True
     command = "genimg train-checker " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    model_dir = train_checker(recipe, out, args.device, args.resume, command)
+    init = Path(args.init) if args.init else None
+    model_dir = train_checker(recipe, out, args.device, args.resume, command, init)
     print(f"saved {model_dir}")
     print((model_dir / "README.md").read_text().split("## Accuracy")[1].split("|")[0].strip())
     return 0

@@ -275,6 +275,36 @@ def test_resume_is_exact(tmp_path):
         torch.testing.assert_close(resumed[k], v, rtol=0, atol=0, msg=k)
 
 
+def test_init_loads_a_checker_folder_and_names_a_mismatch(tiny_dir, tmp_path):
+    from transformers import CLIPModel
+
+    from genimg.models import load_tokenizer
+
+    tok = load_tokenizer(max_length=16)
+    torch.manual_seed(1)  # not the seed tiny_dir was made with
+    model = ct.build_model(ct.CheckerRecipe(**TINY), tok)
+    ct.init_weights(model, tiny_dir)
+    saved = CLIPModel.from_pretrained(tiny_dir, use_safetensors=True).state_dict()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0, msg=k)
+    wider = ct.build_model(ct.CheckerRecipe(**{**TINY, "vision_hidden": 64}), tok)
+    with pytest.raises(UsageError, match=r"vision_model\..* is \(.*32.*\) there, .*64"):
+        ct.init_weights(wider, tiny_dir)
+    with pytest.raises(UsageError, match="not a checker folder"):
+        ct.init_weights(model, tmp_path)
+
+
+def test_cli_init_warm_starts_and_says_so_in_the_card(tiny_dir, tmp_path):
+    recipe = Path(ct.RECIPE).parent / "checker-tiny.toml"
+    out = tmp_path / "run"
+    argv = ["train-checker", "--recipe", str(recipe), "--init", str(tiny_dir), "--steps", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["init"] == str(tiny_dir) and summary["steps"] == 2
+    card = (out / "model" / "README.md").read_text()
+    assert f"- warm-started from `{tiny_dir}`" in card
+
+
 # -- the command line ----------------------------------------------------------------------
 
 

@@ -180,6 +180,7 @@ CLI_CASES = [
         "--max-minutes: expected a number",
     ),  # fmt: skip
     ("checker steps < 0", [*CHECKER, "--steps", "-4", "--out", "{out}"], "--steps: must be"),
+    ("checker init no weights", [*CHECKER, "--init", "{model}", "--out", "{out}"], "--init: "),
     ("catalog size not /8", [*CATALOG, "--size", "100"], "--size"),
     ("catalog n negative", [*CATALOG, "--n", "-2"], "--n: expected an integer"),
 ]
