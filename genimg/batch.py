@@ -33,16 +33,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from genimg import manifest
 from genimg.errors import UsageError, check_float, check_int
+from genimg.manifest import CONFIG, MANIFEST, PARTS, REPORTS
 from genimg.prompts import OVERRIDES, PromptSpec, read_prompts
 from genimg.render import _BATCH, check_inputs, file_name
 
 __all__ = ["Settings", "acceptance_text", "options", "render_batch", "render_prompts"]
 
-MANIFEST = "manifest.jsonl"
-PARTS = "manifest.part-*.jsonl"  # one per process under accelerate launch
-CONFIG = "batch.json"
-REPORTS = ("report.json", "report.md")
 # -- rendering -------------------------------------------------------------------------------
 
 
@@ -170,121 +168,6 @@ def _chunks(items: list[_Item]) -> list[list[_Item]]:
         groups.setdefault(item.settings, []).append(item)
     ordered = sorted(groups.items(), key=lambda kv: kv[0].lora)  # fewest adapter switches
     return [g[i : i + _BATCH] for _, g in ordered for i in range(0, len(g), _BATCH)]
-
-
-# -- the output folder -----------------------------------------------------------------------
-
-
-def _parts(out: Path) -> list[Path]:
-    """Manifest parts of processes under `accelerate launch`, not merged yet."""
-    return sorted(out.glob(PARTS)) if out.is_dir() else []
-
-
-def _read_manifest(out: Path, name: str = MANIFEST) -> list[dict]:
-    """Manifest lines; a last line cut by a crash or a full disk is dropped from the file."""
-    path = out / name
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    lines: list[dict] = []
-    good = 0
-    for raw in data.splitlines(keepends=True):
-        try:
-            row = json.loads(raw)
-            if not raw.endswith(b"\n"):
-                raise ValueError("no newline")
-        except ValueError:
-            if good + len(raw) < len(data):
-                raise UsageError("--resume", f"{path}: line {len(lines) + 1} is corrupt") from None
-            break
-        lines.append(row)
-        good += len(raw)
-    if good < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(good)
-    return lines
-
-
-def _done(out: Path) -> dict[str, dict]:
-    """Finished images: manifest rows (merged or in parts) whose file is there, once each."""
-    done: dict[str, dict] = {}
-    for name in [MANIFEST, *(p.name for p in _parts(out))]:
-        for row in _read_manifest(out, name):
-            if (out / row["file"]).is_file():
-                done.setdefault(row["file"], row)
-    return done
-
-
-def _prepare_out(out: Path, args, config: dict) -> dict[str, dict]:
-    """Check the folder against --resume/--overwrite; the manifest rows already done."""
-    if args.resume and args.overwrite:
-        raise UsageError("--resume", "give --resume or --overwrite, not both")
-    if out.exists() and not out.is_dir():
-        raise UsageError("--out", f"{out} is a file, not a folder")
-    ours = [n for n in (MANIFEST, CONFIG) if (out / n).exists()] + [p.name for p in _parts(out)]
-    if ours and not (args.resume or args.overwrite):
-        raise UsageError(
-            "--out",
-            f"{out} holds another run's files ({', '.join(ours)}); pass --resume to finish "
-            "it, --overwrite to replace it, or choose another folder",
-        )
-    if args.overwrite and ours:
-        for row in _done(out).values():
-            (out / row["file"]).unlink(missing_ok=True)
-        for name in [*ours, *REPORTS]:
-            (out / name).unlink(missing_ok=True)
-    done: dict[str, dict] = {}
-    if args.resume and (out / CONFIG).exists():
-        old = json.loads((out / CONFIG).read_text())
-        for key in sorted(set(old) | set(config)):
-            if old.get(key) != config.get(key):
-                raise UsageError(
-                    "--resume",
-                    f"{out} was made with other settings ({key}: {old.get(key)!r}, now "
-                    f"{config.get(key)!r}); use another --out or --overwrite",
-                )
-        done = _done(out)
-    for tmp in out.rglob(".*.tmp-*") if out.exists() else []:
-        tmp.unlink()  # a crashed run's unfinished files
-    return done
-
-
-def _merge(out: Path, chunks: list[list[_Item]]) -> list[dict]:
-    """One manifest from the processes' parts, in the order one process writes it: each
-    image once, whichever part (or an earlier merge) holds it. Parts go once it is written."""
-    parts = _parts(out)
-    if not parts:
-        return _read_manifest(out)
-    order = {item.file: k for k, item in enumerate(i for chunk in chunks for i in chunk)}
-    rows = sorted(_done(out).values(), key=lambda r: order.get(r["file"], len(order)))
-    _write(out / MANIFEST, "".join(_line(r) for r in rows).encode())
-    for part in parts:
-        part.unlink()
-    return rows
-
-
-def _write(path: Path, data: bytes) -> None:
-    from genimg.render import _write_atomic
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, data)
-    except OSError as err:
-        raise UsageError("--out", f"cannot write {path}: {err.strerror or err}") from None
-
-
-def _line(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
-
-
-def _append(path: Path, row: dict) -> None:
-    try:
-        # One write of one line: a crash leaves the line whole or absent, and the reader
-        # drops a cut last line (full disk).
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(_line(row))
-    except OSError as err:
-        raise UsageError("--out", f"cannot append to {path}: {err.strerror or err}") from None
 
 
 # -- the `genimg batch` command --------------------------------------------------------------
@@ -415,21 +298,21 @@ def _open_out(job: _Job, state) -> dict[str, dict]:
     out, args = job.args.out, job.args
     done: dict[str, dict] = {}
     if state is None or state.is_main_process:
-        done = _prepare_out(out, args, job.config)
+        done = manifest.prepare(out, args.resume, args.overwrite, job.config)
         out.mkdir(parents=True, exist_ok=True)
         config = json.dumps(job.config, indent=2, ensure_ascii=False) + "\n"
-        _write(out / CONFIG, config.encode())
+        manifest.write(out / CONFIG, config.encode())
         if args.geneval:
             for spec in job.specs:
                 meta = spec.geneval or {"prompt": spec.prompt}
-                _write(
+                manifest.write(
                     out / f"{spec.index:05d}" / "metadata.jsonl",
                     (json.dumps(meta, ensure_ascii=False) + "\n").encode(),
                 )
     if state is not None:
         state.wait_for_everyone()
         if not state.is_main_process:
-            done = _done(out)
+            done = manifest.done(out)
     return done
 
 
@@ -503,11 +386,11 @@ def _execute(job: _Job, pipe, checker, done: dict, state, progress=None) -> dict
     # 1. This process's share of the fixed chunks (all of them without accelerate)
     chunks = _chunks(job.items)
     mine = chunks
-    manifest = out / MANIFEST
+    log = out / MANIFEST  # this process's manifest
     if state is not None:
         with state.split_between_processes(chunks) as share:
             mine = list(share)
-        manifest = out / PARTS.replace("*", f"{state.process_index:03d}")
+        log = out / PARTS.replace("*", f"{state.process_index:03d}")
     from tqdm import tqdm
 
     total = sum(len(c) for c in mine)
@@ -533,7 +416,7 @@ def _execute(job: _Job, pipe, checker, done: dict, state, progress=None) -> dict
                 if item.file in done:
                     continue
                 record = _record(item, base, loras, tries[k][-1]["seed"])
-                _write(out / item.file, _png_bytes(images[k], record))
+                manifest.write(out / item.file, _png_bytes(images[k], record))
                 row = {**record, "index": item.spec.index, "id": item.spec.id}
                 row.update(image=item.image, file=item.file)
                 if verdicts[k] is not None:
@@ -541,7 +424,7 @@ def _execute(job: _Job, pipe, checker, done: dict, state, progress=None) -> dict
                 if args.until_correct:
                     row["attempts"] = tries[k]
                     row["accepted"] = verdicts[k]["all_correct"] if verdicts[k] else None
-                _append(manifest, row)
+                manifest.append(log, row)
                 done[item.file] = row
                 bar.update(1)
                 finished += 1
@@ -559,7 +442,7 @@ def _execute(job: _Job, pipe, checker, done: dict, state, progress=None) -> dict
     if not main:
         return None
     # 3. One manifest, the report, the registry
-    rows = _merge(out, chunks)
+    rows = manifest.merge(out, [item.file for chunk in chunks for item in chunk])
     metrics = _metrics(rows, time.perf_counter() - start, args.until_correct)
     _write_report(out, job, rows, metrics)
     runs.finish_run(root, run_id, "finished", metrics, [MANIFEST, *REPORTS])
@@ -701,7 +584,9 @@ def _write_report(out: Path, job: _Job, rows: list[dict], metrics: dict) -> None
             entry["renders"] = sum(len(r["attempts"]) for r in mine)
         per.append(entry)
     report = {"metrics": metrics, "prompts": per}
-    _write(out / "report.json", (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+    manifest.write(
+        out / "report.json", (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode()
+    )
     lines = [f"# Batch report: {out.name}", "", "| metric | value |", "|---|---|"]
     for key, value in metrics.items():
         lines.append(
@@ -717,4 +602,4 @@ def _write_report(out: Path, job: _Job, rows: list[dict], metrics: dict) -> None
         text = text.replace("|", "\\|").replace("\n", " ")
         cells = [str(e[k]) for k in keys]
         lines.append(f"| {e['index']} | {text} | {e['images']} | " + " | ".join(cells) + " |")
-    _write(out / "report.md", ("\n".join(lines) + "\n").encode())
+    manifest.write(out / "report.md", ("\n".join(lines) + "\n").encode())

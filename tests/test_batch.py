@@ -298,18 +298,17 @@ def test_until_correct_is_checked_and_compare_has_none(assets, tmp_path, capsys)
 
 
 def test_merge_keeps_each_image_once_in_run_order(tmp_path):
-    from genimg.batch import _Item, _merge
+    from genimg.manifest import merge
 
-    spec = read_prompts(_write_txt(tmp_path / "p.txt", SHELF))[0]
-    items = [_Item(spec, i, i, Settings(), f"images/{i}.png") for i in range(4)]
+    files = [f"images/{i}.png" for i in range(4)]
     (tmp_path / "images").mkdir()
-    for item in items:
-        (tmp_path / item.file).write_bytes(b"png")
-    row = {i.file: json.dumps({"file": i.file, "seed": i.seed}) + "\n" for i in items}
-    (tmp_path / "manifest.jsonl").write_text(row[items[0].file])  # merged by an earlier run
-    (tmp_path / "manifest.part-000.jsonl").write_text(row[items[0].file] + row[items[1].file])
-    (tmp_path / "manifest.part-001.jsonl").write_text(row[items[3].file] + row[items[2].file])
-    rows = _merge(tmp_path, [items[:2], items[2:]])
+    for file in files:
+        (tmp_path / file).write_bytes(b"png")
+    row = {f: json.dumps({"file": f, "seed": i}) + "\n" for i, f in enumerate(files)}
+    (tmp_path / "manifest.jsonl").write_text(row[files[0]])  # merged by an earlier run
+    (tmp_path / "manifest.part-000.jsonl").write_text(row[files[0]] + row[files[1]])
+    (tmp_path / "manifest.part-001.jsonl").write_text(row[files[3]] + row[files[2]])
+    rows = merge(tmp_path, files)
     assert [r["seed"] for r in rows] == [0, 1, 2, 3]
     assert _manifest(tmp_path) == rows and not list(tmp_path.glob("manifest.part-*"))
 

@@ -74,7 +74,7 @@ def _hook(target: str, nth: int, when: str, ready: Path) -> None:
         calls += 1
         if calls == nth and when == "before":
             _stop_here(ready)
-        if calls == nth and when == "cut":  # _append(path, row): half a line, as a crash leaves
+        if calls == nth and when == "cut":  # append(path, row): half a line, as a crash leaves
             line = json.dumps(args[1], ensure_ascii=False, sort_keys=True) + "\n"
             with open(args[0], "a", encoding="utf-8") as handle:
                 handle.write(line[: len(line) // 2])
@@ -149,11 +149,11 @@ def _assert_same_tensors(want: Path, got: Path) -> None:
 
 # genimg batch: 3 prompts x 4 images; a manifest line is appended after each PNG.
 BATCH_POINTS = [
-    ("genimg.batch._append", 2, "after"),  # two images done
+    ("genimg.manifest.append", 2, "after"),  # two images done
     ("os.replace", 3, "before"),  # a PNG written under its temporary name, not renamed
-    ("genimg.batch._append", 1, "cut"),  # half a manifest line on disk
+    ("genimg.manifest.append", 1, "cut"),  # half a manifest line on disk
     ("genimg.batch.render_batch", 1, "before"),  # while rendering
-    ("genimg.batch._append", 1, "before"),  # a PNG in place, its manifest line not
+    ("genimg.manifest.append", 1, "before"),  # a PNG in place, its manifest line not
 ]
 
 
@@ -318,10 +318,10 @@ def _fill(disk: Path) -> Path:
 def test_batch_on_a_full_disk_keeps_its_manifest_and_resumes(
     work, batch_ref, small_disk, monkeypatch, capsys
 ):
-    import genimg.batch as batch
+    import genimg.manifest as manifest
 
     out = small_disk / "out"
-    real, appended = batch._append, []
+    real, appended = manifest.append, []
 
     def append_then_fill(path, row):
         real(path, row)
@@ -329,7 +329,7 @@ def test_batch_on_a_full_disk_keeps_its_manifest_and_resumes(
         if len(appended) == 3:
             _fill(small_disk)
 
-    monkeypatch.setattr(batch, "_append", append_then_fill)
+    monkeypatch.setattr(manifest, "append", append_then_fill)
     capsys.readouterr()
     code = main(_batch_argv(work, out))
     err = capsys.readouterr().err.strip()
@@ -338,7 +338,7 @@ def test_batch_on_a_full_disk_keeps_its_manifest_and_resumes(
     # The manifest holds the three images written, each complete.
     assert [r["file"] for r in _manifest(out)] == appended
     assert {f: batch_ref[f] for f in appended} == {f: h for f, h in _hashes(out).items()}
-    monkeypatch.setattr(batch, "_append", real)
+    monkeypatch.setattr(manifest, "append", real)
     (small_disk / "filler").unlink()
     assert main([*_batch_argv(work, out), "--resume"]) == 0
     assert _hashes(out) == batch_ref
