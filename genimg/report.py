@@ -14,6 +14,8 @@ __all__ = ["MODELS", "fmt_rate", "write_report"]
 
 MODELS = ("open", "catalog")
 _GRID_COLUMNS = 8  # seeds per grid row pair: 8 x 128 px stays readable on a laptop screen
+_GREEN, _RED = (26, 127, 55), (207, 34, 46)  # present / absent marks and their phrases
+_MARK = 9  # side of a mark's square, pixels: fits the 14-pixel line of an 11-pixel font
 _FONT_FILES = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",  # Japanese prompts too
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -32,7 +34,7 @@ def _font(size: int):
 
 
 def _grid(out: Path, results: list[dict], prompt_index: int):
-    """Open row above catalog row, 8 seeds a row pair; a green ✓ / red ✗ per object."""
+    """Open row above catalog row, 8 seeds a row pair; a green check / red cross per object."""
     from PIL import Image, ImageDraw
 
     rows = {
@@ -61,12 +63,25 @@ def _grid(out: Path, results: list[dict], prompt_index: int):
                 draw.text((4, y + h // 2 - 8), model, fill="black", font=_font(13))
             grid.paste(Image.open(out / r["file"]).convert("RGB"), (x, y))
             for j, o in enumerate(r["objects"]):
-                mark, colour = ("✓", "#1a7f37") if o["present"] else ("✗", "#cf222e")
-                text = f"{mark} {o['phrase'].removeprefix('a ').removeprefix('an ')}"
-                while draw.textlength(text, font=font) > w and len(text) > 3:
+                colour = _GREEN if o["present"] else _RED
+                top = y + h + 2 + j * line
+                _mark(draw, x + 1, top + 2, _MARK, o["present"])
+                text = o["phrase"].removeprefix("a ").removeprefix("an ")
+                while draw.textlength(text, font=font) > w - _MARK - 4 and len(text) > 3:
                     text = text[:-1]
-                draw.text((x, y + h + 2 + j * line), text, fill=colour, font=font)
+                draw.text((x + _MARK + 4, top), text, fill=colour, font=font)
     return grid
+
+
+def _mark(draw, x: int, y: int, size: int, present: bool) -> None:
+    """A green check or a red cross in the size x size square at (x, y), drawn as strokes:
+    the CJK font the grids need has no ✗ glyph and drew a missing-glyph box instead."""
+    s = size - 1
+    if present:
+        draw.line([(x, y + s * 0.55), (x + s * 0.4, y + s), (x + s, y)], fill=_GREEN, width=2)
+    else:
+        draw.line([(x, y), (x + s, y + s)], fill=_RED, width=2)
+        draw.line([(x, y + s), (x + s, y)], fill=_RED, width=2)
 
 
 def _wrap(text: str, font, width: int, max_lines: int = 4) -> list[str]:

@@ -132,6 +132,34 @@ def test_compare_report(assets, tmp_path):
     assert "| a wooden shelf |" in md and "grid-001.png" in md
 
 
+def test_grid_marks_are_a_green_check_and_a_red_cross(tmp_path):
+    """The marks are strokes, not glyphs: the CJK font has no ✗ and drew a box in its place."""
+    import numpy as np
+    from PIL import Image
+
+    from genimg import report
+
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "a.png")
+    results = [
+        {"model": m, "prompt_index": 0, "prompt": "a bathroom with a sink", "file": "a.png",
+         "objects": [{"phrase": "a sink", "present": m == "open"}]}
+        for m in report.MODELS
+    ]  # fmt: skip
+    grid = np.asarray(report._grid(tmp_path, results, 0))
+    green = np.nonzero((grid == report._GREEN).all(-1))[0]  # rows of the open model's check
+    red = np.nonzero((grid == report._RED).all(-1))[0]  # the catalog row's cross, below it
+    assert len(green) > 10 and len(red) > 10 and green.max() < red.min()
+
+    square = Image.new("RGB", (report._MARK + 4, report._MARK + 4), "white")
+    from PIL import ImageDraw
+
+    report._mark(ImageDraw.Draw(square), 2, 2, report._MARK, present=False)
+    red = (np.asarray(square) == report._RED).all(-1)
+    c = 2 + report._MARK // 2
+    assert red[c, c] and all(q.any() for q in (red[:c, :c], red[:c, c + 1 :], red[c + 1 :, :c]))
+    assert not red[2, c] and not red[c, 2]  # no box: the edges' midpoints stay white
+
+
 def _pixels(path: Path):
     import numpy as np
     from PIL import Image
