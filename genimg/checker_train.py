@@ -520,7 +520,7 @@ def write_card(
         f"{summary['train_wall_s']:.0f} s, whole run {summary['total_wall_s']:.0f} s",
         f"- thresholds calibrated on `{r.calib_data}`; scores below on `{r.eval_data}` "
         f"({report['n_images']} images)",
-        f"- recipe: `recipe.json` (from `assets/recipes/checker.toml`, seed {r.seed})",
+        f"- recipe: `recipe.json` (every field of the run's recipe, seed {r.seed})",
         "",
         "## Accuracy (held-out rendered images with ground truth)",
         "",

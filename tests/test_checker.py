@@ -405,19 +405,19 @@ def test_shipped_checker_matches_its_card(fresh_report):
     for key in ("presence_auc_mean", "material_acc", "color_acc", "count_acc"):
         assert abs(s[key] - card[key]) < 0.05, (key, s[key], card[key])
     # The targets it meets today.
-    assert s["presence_auc_mean"] >= 0.97 and s["color_acc"] >= 0.90 and s["count_acc"] >= 0.85
+    assert s["presence_auc_mean"] >= 0.97 and s["material_acc"] >= 0.90
+    assert s["color_acc"] >= 0.90 and s["count_acc"] >= 0.85
 
 
 @pytest.mark.slow
 @SHIPPED
 @pytest.mark.xfail(
-    reason="shipped checker: material 0.86 and chair/armchair presence AUC "
-    "~0.94 are under target (see its card; issue 5 stays open)",
+    reason="shipped checker: armchair presence AUC 0.965 on this 600-image split, at "
+    "the 0.97 target elsewhere (0.974 on its card's 2,000, 0.971 on a fresh 4,000)",
     strict=False,
 )
 def test_shipped_checker_meets_all_targets(fresh_report):
-    s = fresh_report["summary"]
-    assert s["presence_auc_min"] >= 0.97 and s["material_acc"] >= 0.90
+    assert fresh_report["summary"]["presence_auc_min"] >= 0.97
 
 
 @pytest.mark.slow
