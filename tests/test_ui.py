@@ -685,6 +685,16 @@ def page(server):
         browser.close()
 
 
+def _images_loaded(page, *selectors: str) -> None:
+    """Wait until every <img> under the selectors has decoded: an <img> element exists
+    before its picture has arrived, and a screenshot then shows an empty tile."""
+    page.wait_for_function(
+        "sels => sels.every(s => [...document.querySelectorAll(s + ' img')]"
+        ".every(i => i.complete && i.naturalWidth > 0))",
+        arg=list(selectors),
+    )
+
+
 @pytest.mark.slow
 def test_browser_generate(page):
     page.get_by_role("tab", name="Generate").click()
@@ -694,6 +704,7 @@ def test_browser_generate(page):
     page.locator("#gallery img").nth(3).wait_for()
     assert page.locator("#checklist .gi-card").count() == 4
     assert "wooden shelf" in page.locator("#checklist").inner_text()
+    _images_loaded(page, "#gallery")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "generate.png", full_page=True)
 
@@ -707,6 +718,7 @@ def test_browser_compare(page):
     page.locator("#catalog-gallery img").nth(7).wait_for()
     page.locator("#open-gallery img").nth(7).wait_for()
     assert "all present" in page.locator("#rates").inner_text()
+    _images_loaded(page, "#open-gallery", "#catalog-gallery")
     page.screenshot(path=SCREENSHOTS / "compare.png", full_page=True)
 
 
@@ -743,6 +755,7 @@ def test_browser_batch(page, tmp_path_factory):
     assert ": 6 images in " in page.locator("#batch-summary").inner_text()
     assert ".zip" in page.locator("#batch-zip").inner_text()
     assert "gray sofa" in page.locator("#batch-report").inner_text()
+    _images_loaded(page, "#batch-gallery")
     page.screenshot(path=SCREENSHOTS / "batch.png", full_page=True)
 
 
@@ -761,4 +774,5 @@ def test_browser_runs(page):
     # refresh above may still be running when the first run's rows are already shown.
     for block in ("#runs", "#runs-plot"):
         page.locator(f"{block} .progress-text").first.wait_for(state="detached")
+    _images_loaded(page, "#runs-gallery", "#runs-plot")
     page.screenshot(path=SCREENSHOTS / "runs.png", full_page=True)
