@@ -135,7 +135,7 @@ def test_compare_report(assets, tmp_path):
 def test_grid_marks_are_a_green_check_and_a_red_cross(tmp_path):
     """The marks are strokes, not glyphs: the CJK font has no ✗ and drew a box in its place."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     from genimg import report
 
@@ -151,8 +151,6 @@ def test_grid_marks_are_a_green_check_and_a_red_cross(tmp_path):
     assert len(green) > 10 and len(red) > 10 and green.max() < red.min()
 
     square = Image.new("RGB", (report._MARK + 4, report._MARK + 4), "white")
-    from PIL import ImageDraw
-
     report._mark(ImageDraw.Draw(square), 2, 2, report._MARK, present=False)
     red = (np.asarray(square) == report._RED).all(-1)
     c = 2 + report._MARK // 2
