@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -33,6 +33,8 @@ from genimg.taxonomy import COLORS, MATERIALS, OBJECTS
 __all__ = ["CheckerRecipe", "train_checker"]
 
 RECIPE = Path(__file__).resolve().parent.parent / "assets" / "recipes" / "checker.toml"
+LEGS_FILE = "legs.json"  # one record per training leg, the first leg first
+NOTES_FILE = "notes.md"  # hand-written findings the card appends (never carried to a new leg)
 
 
 @dataclass
@@ -63,6 +65,10 @@ class CheckerRecipe:
     downscale_p: float = 0.3  # resize down to 50-100% and back up
     noise_std: float = 0.04  # Gaussian pixel noise, std up to this (pixels in [0, 1])
     jitter: float = 0.1  # brightness / contrast / saturation +-; never hue: colour is a label
+    # Hard negatives: {object: [look-alikes]}. Where the object is absent but a look-alike is
+    # in the room ("no armchair" beside a sofa), its presence loss counts this many times.
+    hard_negatives: dict[str, list[str]] = field(default_factory=dict)
+    hard_negative_weight: float = 1.0
     checkpoint_every: int = 500
     log_every: int = 50
     max_minutes: float = 0.0  # stop early (and still save) after this long; 0 = no limit
@@ -76,6 +82,13 @@ class CheckerRecipe:
             raise ValueError("hidden sizes must be multiples of heads")
         if not 0 <= self.blur_p <= 1 or not 0 <= self.downscale_p <= 1 or self.lr <= 0:
             raise ValueError("blur_p, downscale_p in [0, 1]; lr > 0")
+        if self.hard_negative_weight <= 0:
+            raise ValueError("hard_negative_weight must be positive")
+        unknown = sorted(
+            {o for k, v in self.hard_negatives.items() for o in [k, *v]} - set(OBJECTS)
+        )
+        if unknown:
+            raise ValueError(f"hard_negatives: unknown object(s) {unknown}")
 
     @classmethod
     def from_toml(cls, path: Path | str) -> CheckerRecipe:
@@ -160,13 +173,18 @@ def text_table(templates: dict) -> TextTable:
     )
 
 
-def labels_for(rows: list[dict]) -> dict[str, torch.Tensor]:
-    """Per image and object: present (0/1) and the target's position in each contrast set
-    (-100 where it does not apply: absent, no colour, a single-count object)."""
+def labels_for(
+    rows: list[dict], hard_negatives: dict[str, list[str]] | None = None, weight: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """Per image and object: present (0/1), the presence loss's weight (`weight` where the
+    object is absent and one of its `hard_negatives` look-alikes is there, else 1), and the
+    target's position in each contrast set (-100 where it does not apply: absent, no colour,
+    a single-count object)."""
     names = list(OBJECTS)
     n, o = len(rows), len(names)
     lab = {
         "present": torch.zeros(n, o),
+        "present_weight": torch.ones(n, o),
         **{k: torch.full((n, o), -100, dtype=torch.long) for k in ("material", "color", "count")},
     }
     for i, row in enumerate(rows):
@@ -178,6 +196,10 @@ def labels_for(rows: list[dict]) -> dict[str, torch.Tensor]:
                 lab["color"][i, j] = ck.color_candidates(e["name"]).index(e["color"])
             if OBJECTS[e["name"]].max_count > 1:
                 lab["count"][i, j] = e["count"] - 1
+    for obj, alikes in (hard_negatives or {}).items():
+        j, there = names.index(obj), [names.index(a) for a in alikes]
+        hard = (lab["present"][:, j] == 0) & (lab["present"][:, there].sum(1) > 0)
+        lab["present_weight"][hard, j] = weight
     return lab
 
 
@@ -192,7 +214,11 @@ def checker_loss(
     sims = scale * img @ txt.T  # (B, T)
     dev = sims.device
     pres = sims[:, table.present.to(dev)] - sims[:, table.absent.to(dev)]  # (B, O)
-    parts = {"presence": F.binary_cross_entropy_with_logits(pres, lab["present"])}
+    parts = {
+        "presence": F.binary_cross_entropy_with_logits(
+            pres, lab["present"], weight=lab.get("present_weight")
+        )
+    }
     for kind in ("material", "color", "count"):
         idx = getattr(table, kind).to(dev)  # (O, K)
         logits = sims[:, idx.clamp(min=0)].masked_fill(idx < 0, -1e4)  # (B, O, K)
@@ -435,10 +461,11 @@ def train_checker(
     t = time.perf_counter()
     images, rows, ds = _load(r.data, r.image_size)
     images = images.to(device)
-    lab = labels_for(rows)
+    lab = labels_for(rows, r.hard_negatives, r.hard_negative_weight)
     print(
         f"data: {len(rows)} images from {ds.source} in {time.perf_counter() - t:.0f} s; "
-        f"{len(table.texts)} checker texts",
+        f"{len(table.texts)} checker texts; "
+        f"{int((lab['present_weight'] != 1).sum())} hard negatives",
         flush=True,
     )
     # 2. Train
@@ -485,7 +512,9 @@ def train_checker(
     summary["total_wall_s"] = round(time.perf_counter() - t_start, 1)
     (model_dir / "eval.json").write_text(json.dumps(report, indent=2))
     (model_dir / "recipe.json").write_text(json.dumps(asdict(r), indent=2))
-    write_card(model_dir, r, summary, report)
+    legs = [*earlier_legs(init, model_dir), leg_record(r, summary, report)]
+    (model_dir / LEGS_FILE).write_text(json.dumps(legs, indent=2))
+    write_card(model_dir, r, legs, report)
     (out / "summary.json").write_text(json.dumps({**summary, **report["summary"]}, indent=2))
     return model_dir
 
@@ -494,11 +523,83 @@ def _pct(v) -> str:
     return "-" if v is None or v != v else f"{v:.3f}"
 
 
-def write_card(
-    model_dir: Path, r: CheckerRecipe, summary: dict, report: dict, notes: str = ""
-) -> None:
-    """README.md: what it is, how it was made, how well it scores (and `notes`, if any)."""
+def leg_record(r: CheckerRecipe, summary: dict, report: dict) -> dict:
+    """What the card says about one leg: how it ran and how it scored on its eval split."""
+    auc = {o: v for o, v in report["presence_auc"].items() if v == v}
+    return {
+        **{k: summary.get(k) for k in ("command", "data", "n_images", "init", "device")},
+        **{k: summary.get(k) for k in ("steps", "train_wall_s", "total_wall_s")},
+        "batch_size": r.batch_size,
+        "lr": r.lr,
+        "hard_negatives": r.hard_negatives,
+        "hard_negative_weight": r.hard_negative_weight,
+        "recipe": "recipe.json",
+        "eval_data": r.eval_data,
+        "scores": {**report["summary"], "presence_auc_min_object": min(auc, key=auc.get)},
+    }
+
+
+def earlier_legs(init: Path | None, model_dir: Path) -> list[dict]:
+    """The legs `init` came from (its legs.json), each one's recipe copied into `model_dir`
+    as recipe-legN.json. A checker folder without legs.json counts as one leg."""
+    if init is None:
+        return []
+    init = Path(init)
+    try:
+        legs = json.loads((init / LEGS_FILE).read_text())
+    except FileNotFoundError:
+        scores = {}
+        if (init / "eval.json").is_file():
+            scores = json.loads((init / "eval.json").read_text())["summary"]
+        legs = [
+            {
+                "command": None,
+                "data": None,
+                "source": str(init),
+                "recipe": "recipe.json",
+                "scores": scores,
+            }
+        ]
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError("--init", f"cannot read {init / LEGS_FILE}: {err}") from None
+    for i, leg in enumerate(legs, 1):
+        src = init / leg["recipe"] if leg.get("recipe") else None
+        leg["recipe"] = None
+        if src is not None and src.is_file():
+            leg["recipe"] = f"recipe-leg{i}.json"
+            shutil.copy(src, model_dir / leg["recipe"])
+    return legs
+
+
+def _leg_line(i: int, leg: dict) -> str:
+    if not leg.get("command"):
+        return f"{i}. `{leg.get('source', '?')}` (no record of how it was trained)"
+    wall = ", ".join(
+        f"{name} {leg[k]:,.0f} s"
+        for name, k in (("training", "train_wall_s"), ("whole run", "total_wall_s"))
+        if leg.get(k) is not None
+    )
+    hard = (
+        f"; hard negatives x{leg['hard_negative_weight']:g}: "
+        + ", ".join(f"no {o} beside {' or '.join(v)}" for o, v in leg["hard_negatives"].items())
+        if leg.get("hard_negatives")
+        else ""
+    )
+    start = f"from `{leg['init']}`" if leg.get("init") else "from random weights"
+    return (
+        f"{i}. `{leg['command']}`: {start}, on `{leg['data']}` ({leg['n_images']:,} rendered "
+        f"catalog images of the checker's own split; never the generator's); {leg['steps']:,} "
+        f"steps at batch {leg['batch_size']:,}, learning rate {leg['lr']:g}{hard}, on "
+        f"{leg['device']}; {wall}; recipe `{leg['recipe'] or 'not kept'}`"
+        + (f". {leg['note']}" if leg.get("note") else "")
+    )
+
+
+def write_card(model_dir: Path, r: CheckerRecipe, legs: list[dict], report: dict) -> None:
+    """README.md: what it is, how each leg made it, how well it scores, and the folder's
+    notes.md (hand-written findings), if any."""
     s = report["summary"]
+    many = len(legs) > 1
     lines = [
         "# genimg-checker",
         "",
@@ -507,21 +608,34 @@ def write_card(
         "",
         "## How it was trained",
         "",
-        f"- command: `{summary['command']}`",
-        f"- data: `{summary['data']}` ({summary['n_images']} rendered catalog images of the "
-        "checker's own split; never the generator's), augmented with blur, downscaling, "
-        "noise and colour jitter",
         *(
-            [f"- warm-started from `{summary['init']}` (its weights; a fresh schedule)"]
-            if summary.get("init")
+            [f"{len(legs)} legs; each starts from the weights of the one before.", ""]
+            if many
             else []
         ),
-        f"- steps: {summary['steps']} at batch {r.batch_size} on {summary['device']}; training "
-        f"{summary['train_wall_s']:.0f} s, whole run {summary['total_wall_s']:.0f} s",
-        f"- thresholds calibrated on `{r.calib_data}`; scores below on `{r.eval_data}` "
-        f"({report['n_images']} images)",
-        f"- recipe: `recipe.json` (every field of the run's recipe, seed {r.seed})",
+        *(_leg_line(i, leg) for i, leg in enumerate(legs, 1)),
         "",
+        "Every leg augments with blur, downscaling, noise and colour jitter. Thresholds are "
+        f"calibrated on `{r.calib_data}`; the scores below are on `{r.eval_data}` "
+        f"({report['n_images']:,} images), which no leg trained on.",
+        "",
+    ]
+    if many:
+        lines += [
+            "| after leg | presence AUC min | AUC mean | material | colour | count |",
+            "|---|---|---|---|---|---|",
+        ]
+        for i, leg in enumerate(legs, 1):
+            g = leg.get("scores") or {}
+            worst = f" ({g['presence_auc_min_object']})" if "presence_auc_min_object" in g else ""
+            lines.append(
+                f"| {i}{' (shipped)' if i == len(legs) else ''} | "
+                f"{_pct(g.get('presence_auc_min'))}{worst} | {_pct(g.get('presence_auc_mean'))}"
+                f" | {_pct(g.get('material_acc'))} | {_pct(g.get('color_acc'))} | "
+                f"{_pct(g.get('count_acc'))} |"
+            )
+        lines.append("")
+    lines += [
         "## Accuracy (held-out rendered images with ground truth)",
         "",
         f"Presence ROC AUC min {_pct(s['presence_auc_min'])} (target >= 0.97), mean "
@@ -542,8 +656,18 @@ def write_card(
             f"{_pct(report['color_acc'].get(o))} | {_pct(report['count_acc'].get(o))} |"
         )
     lines += ["", "Confusions (true -> predicted, counts) are in `eval.json`.", ""]
-    lines += [notes, ""] if notes else []
+    if (model_dir / NOTES_FILE).is_file():
+        lines += [(model_dir / NOTES_FILE).read_text().strip(), ""]
     (model_dir / "README.md").write_text("\n".join(lines))
+
+
+def rewrite_card(model_dir: Path) -> None:
+    """Regenerate a checker folder's README.md from its recipe.json, legs.json, eval.json
+    and notes.md (after editing the notes, say)."""
+    model_dir = Path(model_dir)
+    r = CheckerRecipe(**json.loads((model_dir / "recipe.json").read_text()))
+    legs = json.loads((model_dir / LEGS_FILE).read_text())
+    write_card(model_dir, r, legs, json.loads((model_dir / "eval.json").read_text()))
 
 
 def configure(parser) -> None:

@@ -209,6 +209,36 @@ def test_text_table_and_labels():
     assert lab["count"][0, o] == 2 and (lab["count"][0, :o] == -100).all()
 
 
+def test_hard_negatives_weigh_the_absent_object_beside_a_look_alike(tmp_path):
+    def room(*names):
+        return {
+            "objects": [
+                {"name": n, "material": OBJECTS[n].materials[0], "color": None, "count": 1}
+                for n in names
+            ]
+        }
+
+    rows = [room("sofa"), room("chair", "rug"), room("armchair", "sofa"), room("rug")]
+    lab = ct.labels_for(rows, {"armchair": ["sofa", "chair"]}, 3.0)
+    a = list(OBJECTS).index("armchair")
+    # "no armchair" beside a sofa or a chair counts 3x; beside a rug, or when there, 1x.
+    assert lab["present_weight"][:, a].tolist() == [3.0, 3.0, 1.0, 1.0]
+    assert (lab["present_weight"].sum() - 4.0) == lab["present_weight"].numel()
+    # The weight reaches the presence loss: a wrong "armchair" score beside the sofa costs more.
+    table = ct.text_table(ck.TRAINED_TEMPLATES)
+    txt = torch.nn.functional.normalize(torch.randn(len(table.texts), 16), dim=1)
+    img = torch.nn.functional.normalize(
+        (txt[table.present[a]] - txt[table.absent[a]]).expand(4, -1), dim=1
+    )
+    plain = ct.checker_loss(img, txt, torch.tensor(30.0), table, ct.labels_for(rows))[1]
+    hard = ct.checker_loss(img, txt, torch.tensor(30.0), table, lab)[1]
+    assert hard["presence"] > 1.2 * plain["presence"]
+    bad = tmp_path / "r.toml"
+    bad.write_text('[hard_negatives]\narmchair = ["couch"]\n')
+    with pytest.raises(UsageError, match="couch"):
+        ct.CheckerRecipe.from_toml(bad)
+
+
 def test_loss_prefers_the_truth():
     table = ct.text_table(ck.TRAINED_TEMPLATES)
     lab = ct.labels_for(_rows(8))
@@ -294,15 +324,33 @@ def test_init_loads_a_checker_folder_and_names_a_mismatch(tiny_dir, tmp_path):
         ct.init_weights(model, tmp_path)
 
 
-def test_cli_init_warm_starts_and_says_so_in_the_card(tiny_dir, tmp_path):
+def test_cli_init_warm_starts_and_the_card_lists_every_leg(tiny_dir, tmp_path):
     recipe = Path(ct.RECIPE).parent / "checker-tiny.toml"
-    out = tmp_path / "run"
-    argv = ["train-checker", "--recipe", str(recipe), "--init", str(tiny_dir), "--steps", "2"]
-    assert main([*argv, "--out", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    argv = ["train-checker", "--recipe", str(recipe), "--steps", "2"]
+    # tiny_dir has no legs.json: it counts as one leg of unknown recipe.
+    assert main([*argv, "--init", str(tiny_dir), "--out", str(tmp_path / "a")]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["init"] == str(tiny_dir) and summary["steps"] == 2
-    card = (out / "model" / "README.md").read_text()
-    assert f"- warm-started from `{tiny_dir}`" in card
+    first = tmp_path / "a" / "model"
+    (first / ct.NOTES_FILE).write_text("## Findings\n\nthe first model's notes\n")
+    ct.rewrite_card(first)
+    assert "the first model's notes" in (first / "README.md").read_text()
+    # A third leg from the second: all three in legs.json, the card and the recipe files.
+    assert main([*argv, "--init", str(first), "--steps", "3", "--out", str(tmp_path / "b")]) == 0
+    model = tmp_path / "b" / "model"
+    legs = json.loads((model / ct.LEGS_FILE).read_text())
+    assert [leg["recipe"] for leg in legs] == [None, "recipe-leg2.json", "recipe.json"]
+    assert [leg.get("steps") for leg in legs] == [None, 2, 3]
+    assert legs[1]["init"] == str(tiny_dir) and legs[2]["init"] == str(first)
+    assert json.loads((model / "recipe-leg2.json").read_text())["steps"] == 2
+    assert json.loads((model / "recipe.json").read_text())["steps"] == 3
+    card = (model / "README.md").read_text()
+    assert "3 legs; each starts from the weights of the one before." in card
+    assert f"1. `{tiny_dir}` (no record of how it was trained)" in card
+    assert f": from `{first}`, on `catalog:24:21:checker` (24 rendered" in card
+    assert "| 3 (shipped) | " in card and card.count("(shipped)") == 1
+    assert "the first model's notes" not in card  # notes describe one model, not its heirs
+    assert not (model / ct.NOTES_FILE).exists()
 
 
 # -- the command line ----------------------------------------------------------------------
