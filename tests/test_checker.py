@@ -460,8 +460,9 @@ def test_shipped_checker_matches_its_card(fresh_report):
 @pytest.mark.slow
 @SHIPPED
 @pytest.mark.xfail(
-    reason="shipped checker: armchair presence AUC 0.965 on this 600-image split, at "
-    "the 0.97 target elsewhere (0.974 on its card's 2,000, 0.971 on a fresh 4,000)",
+    reason="shipped checker: chair presence AUC 0.959 (armchair 0.964) on this 600-image "
+    "split, over the 0.97 target elsewhere (armchair 0.982 on its card's 2,000, 0.978 on a "
+    "fresh 4,000)",
     strict=False,
 )
 def test_shipped_checker_meets_all_targets(fresh_report):
