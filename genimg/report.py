@@ -85,12 +85,18 @@ def _mark(draw, x: int, y: int, size: int, present: bool) -> None:
 
 
 def _wrap(text: str, font, width: int, max_lines: int = 4) -> list[str]:
-    """Greedy line breaks by measured width; per character, so Japanese wraps too."""
+    """Greedy line breaks by measured width: after the last word that fits where the line
+    has a space, else per character (Japanese has no spaces to break at)."""
     lines, current = [], ""
     for ch in text:
         if font.getlength(current + ch) > width and current:
-            lines.append(current)
-            current = ch.lstrip()
+            head, space, tail = current.rpartition(" ")
+            if space and head:
+                lines.append(head)
+                current = tail + ch
+            else:
+                lines.append(current)
+                current = ch.lstrip()
         else:
             current += ch
     lines.append(current)

@@ -217,3 +217,23 @@ def test_cli_bad_input(assets, tmp_path, capsys, argv, message):
     assert err.startswith("genimg compare: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_grid_titles_break_between_words_and_japanese_per_character():
+    from genimg.report import _font, _wrap
+
+    font = _font(13)
+    en = (
+        "This bathroom has a wooden shelf with two baskets that can store toiletries and "
+        "accessories. The sink is made of white ceramic, and the faucet is chrome-plated."
+    )
+    lines = _wrap(en, font, 300)
+    assert len(lines) >= 3 and all(font.getlength(line) <= 300 for line in lines)
+    assert " ".join(lines) == en  # every break is at a space, no word cut
+    ja = (
+        "このバスルームには、トイレ用品や小物を収納できる"
+        "2つのバスケットが置かれた木製の棚があります。"
+    )
+    lines = _wrap(ja, font, 200)
+    assert len(lines) >= 2 and "".join(lines) == ja
+    assert all(font.getlength(line) <= 200 for line in lines)
