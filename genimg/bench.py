@@ -289,7 +289,8 @@ def bench(cfg: BenchConfig) -> dict:
 
     for mode, fuse in (("fused", True), ("unfused", False)):
         adapters.apply(lora_pipe, lora, fuse=fuse)
-        t = _medians({"base": ours_one, mode: lora_one}, cfg.repeats, clock)
+        # Three times the repeats: the differences sought are a few percent of a render.
+        t = _medians({"base": ours_one, mode: lora_one}, 3 * cfg.repeats, clock)
         out[f"{mode}_lora_overhead"] = t[mode] / t["base"] - 1
     _progress(out, shown)
 
