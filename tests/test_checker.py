@@ -441,8 +441,11 @@ SHIPPED = pytest.mark.skipif(not ck.DEFAULT_CHECKER.is_dir(), reason="no shipped
 
 @pytest.fixture(scope="module")
 def fresh_report() -> dict:
-    """The shipped checker re-measured on a split nobody has seen (not the card's)."""
-    return ck.evaluate(ck.load_checker(ck.DEFAULT_CHECKER), "catalog:600:424242:checker-eval")
+    """The shipped checker re-measured on a split no leg, calibration or card used. 4,000
+    images (~400 armchairs), about 45 s: the 600-image split this used before held ~60
+    armchairs, and its weakest AUC moved by a point between legs whose larger splits only
+    rose. This split was first evaluated after it was chosen, with the fourth-leg checker."""
+    return ck.evaluate(ck.load_checker(ck.DEFAULT_CHECKER), "catalog:4000:424244:checker-eval")
 
 
 @pytest.mark.slow
@@ -459,12 +462,6 @@ def test_shipped_checker_matches_its_card(fresh_report):
 
 @pytest.mark.slow
 @SHIPPED
-@pytest.mark.xfail(
-    reason="shipped checker: chair presence AUC 0.959 (armchair 0.964) on this 600-image "
-    "split, over the 0.97 target elsewhere (armchair 0.982 on its card's 2,000, 0.978 on a "
-    "fresh 4,000)",
-    strict=False,
-)
 def test_shipped_checker_meets_all_targets(fresh_report):
     assert fresh_report["summary"]["presence_auc_min"] >= 0.97
 
