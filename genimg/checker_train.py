@@ -572,7 +572,7 @@ def earlier_legs(init: Path | None, model_dir: Path) -> list[dict]:
 
 
 def _leg_line(i: int, leg: dict) -> str:
-    if not leg.get("command"):
+    if leg.get("steps") is None:  # a checker folder from before legs.json
         return f"{i}. `{leg.get('source', '?')}` (no record of how it was trained)"
     wall = ", ".join(
         f"{name} {leg[k]:,.0f} s"
@@ -587,7 +587,8 @@ def _leg_line(i: int, leg: dict) -> str:
     )
     start = f"from `{leg['init']}`" if leg.get("init") else "from random weights"
     return (
-        f"{i}. `{leg['command']}`: {start}, on `{leg['data']}` ({leg['n_images']:,} rendered "
+        f"{i}. {f'`{cmd}`: ' if (cmd := leg.get('command')) else ''}{start}, on "
+        f"`{leg['data']}` ({leg['n_images']:,} rendered "
         f"catalog images of the checker's own split; never the generator's); {leg['steps']:,} "
         f"steps at batch {leg['batch_size']:,}, learning rate {leg['lr']:g}{hard}, on "
         f"{leg['device']}; {wall}; recipe `{leg['recipe'] or 'not kept'}`"

@@ -324,11 +324,16 @@ def test_init_loads_a_checker_folder_and_names_a_mismatch(tiny_dir, tmp_path):
         ct.init_weights(model, tmp_path)
 
 
-def test_cli_init_warm_starts_and_the_card_lists_every_leg(tiny_dir, tmp_path):
+def test_cli_init_warm_starts_and_the_card_lists_every_leg(tiny_dir, tmp_path, monkeypatch):
     recipe = Path(ct.RECIPE).parent / "checker-tiny.toml"
-    argv = ["train-checker", "--recipe", str(recipe), "--steps", "2"]
+
+    def train(*args: str) -> int:
+        argv = ["train-checker", "--recipe", str(recipe), "--steps", "2", *args]
+        monkeypatch.setattr("sys.argv", ["genimg", *argv])  # the card quotes the command
+        return main(argv)
+
     # tiny_dir has no legs.json: it counts as one leg of unknown recipe.
-    assert main([*argv, "--init", str(tiny_dir), "--out", str(tmp_path / "a")]) == 0
+    assert train("--init", str(tiny_dir), "--out", str(tmp_path / "a")) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["init"] == str(tiny_dir) and summary["steps"] == 2
     first = tmp_path / "a" / "model"
@@ -336,7 +341,7 @@ def test_cli_init_warm_starts_and_the_card_lists_every_leg(tiny_dir, tmp_path):
     ct.rewrite_card(first)
     assert "the first model's notes" in (first / "README.md").read_text()
     # A third leg from the second: all three in legs.json, the card and the recipe files.
-    assert main([*argv, "--init", str(first), "--steps", "3", "--out", str(tmp_path / "b")]) == 0
+    assert train("--init", str(first), "--steps", "3", "--out", str(tmp_path / "b")) == 0
     model = tmp_path / "b" / "model"
     legs = json.loads((model / ct.LEGS_FILE).read_text())
     assert [leg["recipe"] for leg in legs] == [None, "recipe-leg2.json", "recipe.json"]
@@ -347,7 +352,15 @@ def test_cli_init_warm_starts_and_the_card_lists_every_leg(tiny_dir, tmp_path):
     card = (model / "README.md").read_text()
     assert "3 legs; each starts from the weights of the one before." in card
     assert f"1. `{tiny_dir}` (no record of how it was trained)" in card
-    assert f": from `{first}`, on `catalog:24:21:checker` (24 rendered" in card
+    run = f"genimg train-checker --recipe {recipe} --steps 2 --init"
+    assert f"2. `{run} {tiny_dir} --out {tmp_path / 'a'}`: from `{tiny_dir}`" in card
+    assert f"3. `{run} {first} --steps 3 --out {tmp_path / 'b'}`: from `{first}`, on " in card
+    assert "on `catalog:24:21:checker` (24 rendered" in card
+    # A leg run without a command line (the API, not the CLI) is listed all the same.
+    legs[2]["command"] = ""
+    (model / ct.LEGS_FILE).write_text(json.dumps(legs))
+    ct.rewrite_card(model)
+    assert f"3. from `{first}`, on `catalog:24:21:checker`" in (model / "README.md").read_text()
     assert "| 3 (shipped) | " in card and card.count("(shipped)") == 1
     assert "the first model's notes" not in card  # notes describe one model, not its heirs
     assert not (model / ct.NOTES_FILE).exists()
