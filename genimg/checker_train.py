@@ -523,12 +523,24 @@ def _pct(v) -> str:
     return "-" if v is None or v != v else f"{v:.3f}"
 
 
+# What a leg record copies from the run's summary.
+_RUN_KEYS = (
+    "command",
+    "data",
+    "n_images",
+    "init",
+    "device",
+    "steps",
+    "train_wall_s",
+    "total_wall_s",
+)
+
+
 def leg_record(r: CheckerRecipe, summary: dict, report: dict) -> dict:
     """What the card says about one leg: how it ran and how it scored on its eval split."""
     auc = {o: v for o, v in report["presence_auc"].items() if v == v}
     return {
-        **{k: summary.get(k) for k in ("command", "data", "n_images", "init", "device")},
-        **{k: summary.get(k) for k in ("steps", "train_wall_s", "total_wall_s")},
+        **{k: summary.get(k) for k in _RUN_KEYS},
         "batch_size": r.batch_size,
         "lr": r.lr,
         "hard_negatives": r.hard_negatives,
@@ -551,15 +563,7 @@ def earlier_legs(init: Path | None, model_dir: Path) -> list[dict]:
         scores = {}
         if (init / "eval.json").is_file():
             scores = json.loads((init / "eval.json").read_text())["summary"]
-        legs = [
-            {
-                "command": None,
-                "data": None,
-                "source": str(init),
-                "recipe": "recipe.json",
-                "scores": scores,
-            }
-        ]
+        legs = [{"source": str(init), "recipe": "recipe.json", "scores": scores}]
     except (OSError, json.JSONDecodeError) as err:
         raise UsageError("--init", f"cannot read {init / LEGS_FILE}: {err}") from None
     for i, leg in enumerate(legs, 1):
