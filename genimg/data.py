@@ -3,8 +3,9 @@
 `--data DIR` reads any Hugging Face imagefolder (`metadata.jsonl` with `file_name` and a
 caption column), so a real catalog export trains with the same command as ours. Rows with
 no caption or an unreadable image are skipped and counted, not fatal; RGBA, grayscale and
-odd sizes are converted and resized. `--data catalog:N:SEED[:SPLIT]` renders N records of
-the procedural catalog in memory instead (no PNG round trip: the fast path on a GPU box).
+odd sizes are converted and resized, and the rows' object boxes move with the crop.
+`--data catalog:N:SEED[:SPLIT]` renders N records of the procedural catalog in memory
+instead (no PNG round trip: the fast path on a GPU box).
 """
 
 from __future__ import annotations
@@ -32,7 +33,35 @@ class Dataset:
         return [str(r.get(column) or "") for r in self.rows]
 
 
-def _to_rgb(path: Path, size: int) -> np.ndarray:
+def _square_crop(w: int, h: int) -> tuple[int, int, int]:
+    """Left, top and side of the centred square crop of a w x h image."""
+    side = min(w, h)
+    return (w - side) // 2, (h - side) // 2, side
+
+
+def _fit_boxes(row: dict, w: int, h: int, size: int) -> dict:
+    """The row with its objects' pixel boxes moved as the image was cropped and resized."""
+    if (w, h) == (size, size) or not isinstance(row.get("objects"), list):
+        return row
+    left, top, side = _square_crop(w, h)
+    k = size / side
+
+    def fit(box):
+        x0, y0, x1, y1 = ((v - o) * k for v, o in zip(box, (left, top, left, top), strict=True))
+        return [round(min(max(v, 0.0), size)) for v in (x0, y0, x1, y1)]
+
+    objects = []
+    for obj in row["objects"]:
+        try:
+            boxes = [fit(b) for b in obj.get("boxes") or []]
+        except (TypeError, ValueError, AttributeError):
+            boxes = []  # malformed boxes: the object keeps its name, loses its weight map
+        objects.append({**obj, "boxes": boxes} if isinstance(obj, dict) else obj)
+    return {**row, "objects": objects}
+
+
+def _to_rgb(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image as (size, size, 3) uint8, and its size on disk."""
     with Image.open(path) as im:
         im.load()
         if im.mode != "RGB":
@@ -41,13 +70,13 @@ def _to_rgb(path: Path, size: int) -> np.ndarray:
                 if "A" in im.mode or im.mode == "P"
                 else im.convert("RGB")
             )
-        if im.size != (size, size):
+        w, h = im.size
+        if (w, h) != (size, size):
             # Centre-crop to a square, then resize: a product photo keeps its subject.
-            w, h = im.size
-            side = min(w, h)
-            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-            im = im.crop(box).resize((size, size), Image.Resampling.BICUBIC)
-        return np.asarray(im, dtype=np.uint8)
+            left, top, side = _square_crop(w, h)
+            im = im.crop((left, top, left + side, top + side))
+            im = im.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(im, dtype=np.uint8), (w, h)
 
 
 def _read_metadata(folder: Path) -> list[dict]:
@@ -79,11 +108,12 @@ def _load_folder(folder: Path, caption_columns: list[str], size: int) -> Dataset
         try:
             if not path.resolve().is_relative_to(folder.resolve()):
                 raise ValueError("outside the data folder")
-            images.append(_to_rgb(path, size))
+            image, (w, h) = _to_rgb(path, size)
         except Exception:
             skipped["unreadable image"] += 1
             continue
-        kept.append(row)
+        images.append(image)
+        kept.append(_fit_boxes(row, w, h, size))
     if not kept:
         raise UsageError("--data", f"{folder}: no usable rows (skipped: {skipped})")
     return Dataset(np.stack(images), kept, str(folder), skipped)

@@ -24,6 +24,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from genimg.adapters import LORA_DIR, WEIGHT_NAME
@@ -34,6 +35,7 @@ __all__ = [
     "LoraRecipe",
     "base_identity",
     "list_adapters",
+    "object_weight_maps",
     "resolve_adapter",
     "train_lora",
     "validate_adapter",
@@ -61,6 +63,10 @@ class LoraRecipe:
     warmup: int = 100  # linear warm-up steps, then cosine decay to 10%
     caption_dropout: float = 0.05  # empty captions keep the CFG unconditional branch in tune
     snr_gamma: float = 5.0  # min-SNR-gamma weighting (Hang et al., 2023); 0 disables
+    # Extra loss on the boxes of the objects a row lists (metadata `objects[].boxes`), each
+    # object an equal share: 1 puts as much loss on the objects as on the whole image, so a
+    # pair of baskets weighs as much as the wall behind them. 0 = every pixel alike.
+    object_weight: float = 0.0
     seed: int = 0
     checkpoint_every: int = 250
     sample_prompts: list[str] = field(default_factory=list)  # card grid: base row, adapter row
@@ -89,6 +95,8 @@ class LoraRecipe:
             raise ValueError("lr and text_encoder_lr must be > 0")
         if self.warmup < 0 or self.snr_gamma < 0 or not 0 <= self.caption_dropout < 1:
             raise ValueError("warmup >= 0, snr_gamma >= 0, caption_dropout in [0, 1)")
+        if self.object_weight < 0:
+            raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
         if not self.caption_columns or not all(self.caption_columns):
             raise ValueError("caption_columns must be a non-empty list of column names")
 
@@ -405,7 +413,14 @@ def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
         f"(skipped {data.skipped or 'none'}); latents in {time.perf_counter() - t0:.0f} s"
     )
     ids = tokenize(pipe.tokenizer, [c for _, c in pairs])
+    weights = None
+    if recipe.object_weight > 0:
+        weights = object_weight_maps(rows, size, latents.shape[-1], recipe.object_weight)
+        boxed = int((weights.flatten(1).std(dim=1) > 0).sum())
+        print(f"object_weight {recipe.object_weight:g}: {boxed} of {len(rows)} images have boxes")
+        weights = weights.to(device)
     return {
+        "weights": weights,
         "latents": latents.to(device),
         "image": torch.tensor([i for i, _ in pairs]),
         "ids": ids,
@@ -414,6 +429,33 @@ def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
         "n_images": len(rows),
         "skipped": data.skipped,
     }
+
+
+def object_weight_maps(rows: list[dict], size: int, latent: int, strength: float) -> torch.Tensor:
+    """Per-image loss weights (N, 1, latent, latent), each of mean 1, from the rows' boxes.
+
+    Object o covers a fraction m_o of each latent cell (its instance boxes, in pixels of the
+    size x size image) and a_o of the image; the map is 1 + strength * sum_o m_o / (K a_o)
+    over the K objects, divided by 1 + strength. So each object carries the same share of
+    the extra weight however small it is; a_o is floored at four cells so a sliver clipped
+    by the image edge cannot take it all. Rows without boxes get a uniform map.
+    """
+    cell = size // latent
+    floor = 4 / latent**2
+    maps = np.ones((len(rows), latent, latent), np.float32)
+    for i, row in enumerate(rows):
+        covers = []
+        for obj in row.get("objects") or []:
+            mask = np.zeros((size, size), np.float32)
+            for x0, y0, x1, y1 in obj.get("boxes") or []:
+                mask[max(int(y0), 0) : int(y1), max(int(x0), 0) : int(x1)] = 1.0
+            cover = mask.reshape(latent, cell, latent, cell).mean(axis=(1, 3))
+            if cover.any():
+                covers.append(cover / max(float(cover.mean()), floor))
+        if covers:
+            maps[i] = (1 + strength * sum(covers) / len(covers)) / (1 + strength)
+            maps[i] /= maps[i].mean()  # exact mean 1 where the floor held an object back
+    return torch.from_numpy(maps)[:, None]
 
 
 def _trainable(pipe, configs: dict) -> dict[str, torch.nn.Parameter]:
@@ -456,7 +498,8 @@ def _train(
         diff = sorted(
             k
             for k, v in asdict(recipe).items()
-            if state["recipe"].get(k) != v and k not in ("description", "sample_prompts")
+            if state["recipe"].get(k, getattr(LoraRecipe, k, None)) != v
+            and k not in ("description", "sample_prompts")
         )
         if diff:
             raise UsageError(
@@ -499,6 +542,7 @@ def _train(
                 t.to(device),
                 ac,
                 recipe.snr_gamma,
+                None if data["weights"] is None else data["weights"][image[pick].to(device)],
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -651,6 +695,14 @@ def _card(
         f"captions from {', '.join(recipe.caption_columns)}; skipped {data['skipped'] or 'none'} |",
         f"| steps | {summary['steps_done']} of {recipe.steps}, batch {recipe.batch_size}, "
         f"lr {recipe.lr:g} (text encoder {recipe.text_encoder_lr:g}) |",
+        *(
+            [
+                f"| loss weighting | object_weight {recipe.object_weight:g}: the listed objects' "
+                "boxes carry that many times the image's loss, each object an equal share |"
+            ]
+            if recipe.object_weight
+            else []
+        ),  # fmt: skip
         f"| wall time | {summary['wall_s']:.0f} s on {device} |",
         f"| final loss | {summary['loss']:.4f} |",
         f"| files | {', '.join(f'`{f}`' for f in files)} |",

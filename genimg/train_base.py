@@ -132,14 +132,27 @@ def vae_loss(vae, x: torch.Tensor, eps: torch.Tensor, st: VaeStage) -> torch.Ten
 
 
 def diffusion_loss(
-    unet, text_encoder, latents, input_ids, noise, timesteps, alphas_cumprod, snr_gamma: float
+    unet,
+    text_encoder,
+    latents,
+    input_ids,
+    noise,
+    timesteps,
+    alphas_cumprod,
+    snr_gamma: float,
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Epsilon-prediction loss, min-SNR-gamma weighted (Hang et al., 2023, eq. 13)."""
+    """Epsilon-prediction loss, min-SNR-gamma weighted (Hang et al., 2023, eq. 13).
+
+    `pixel_weight` (B, 1, h, w), each map of mean 1, weighs the squared error per latent
+    pixel (the LoRA recipe's `object_weight`); None weighs every pixel alike.
+    """
     ac = alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     noisy = ac.sqrt() * latents + (1 - ac).sqrt() * noise
     hidden = encode_chunked(text_encoder, input_ids)  # (B, T, C), as genimg renders
     pred = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
-    mse = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+    sq = (pred.float() - noise) ** 2
+    mse = (sq if pixel_weight is None else sq * pixel_weight).mean(dim=(1, 2, 3))
     if snr_gamma > 0:
         snr = ac.view(-1) / (1 - ac.view(-1))
         mse = mse * torch.clamp(snr, max=snr_gamma) / snr

@@ -28,6 +28,7 @@ from genimg.lora import (
     WEIGHT_NAME,
     LoraRecipe,
     list_adapters,
+    object_weight_maps,
     resolve_adapter,
     validate_adapter,
 )
@@ -157,6 +158,73 @@ def test_outputs_and_card(trained):
     assert ident["rank"] == 4 and ident["alpha"] == 8.0 and len(ident["base"]["arch_hash"]) == 12
 
 
+def test_object_weight_gives_each_object_an_equal_share():
+    big = {"name": "sofa", "boxes": [[0, 0, 64, 32]]}  # half of a 64 px image
+    pair = {"name": "basket", "boxes": [[0, 48, 16, 56], [32, 48, 48, 56]]}  # 4 of 64 cells
+    rows = [{"objects": [big, pair]}, {"objects": []}, {}]
+    maps = object_weight_maps(rows, size=64, latent=8, strength=1.0)[:, 0]
+    assert maps.shape == (3, 8, 8)
+    assert torch.allclose(maps.mean(dim=(1, 2)), torch.ones(3))
+    assert torch.equal(maps[1], torch.ones(8, 8)) and torch.equal(maps[2], torch.ones(8, 8))
+    # Background cells keep 1 / (1 + strength); each object's extra mass is the same, so a
+    # basket cell weighs 9 times a background cell and the sofa's twice.
+    m = maps[0].numpy()
+    assert m[7, 7] == pytest.approx(0.5) and m[0, 0] == pytest.approx(1.0)
+    assert m[6, 0] == pytest.approx(4.5) and m[6, 2] == pytest.approx(0.5)
+    assert (m[:4] - 0.5).sum() == pytest.approx((m[6] - 0.5).sum()) == pytest.approx(16.0)
+    # Off by default: a recipe without the key trains every pixel alike.
+    assert LoraRecipe().object_weight == 0.0
+
+
+def test_folder_boxes_follow_the_crop_and_resize(tmp_path):
+    from genimg.data import load_dataset
+
+    Image.new("RGB", (48, 32), "white").save(tmp_path / "a.png")  # crop x 8..40, then x2
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "b.png")
+    rows = [
+        {
+            "file_name": "a.png",
+            "text": "a",
+            "objects": [{"name": "lamp", "boxes": [[4, 8, 24, 16]]}],
+        },
+        {"file_name": "b.png", "text": "b", "objects": [{"name": "rug", "boxes": [[0, 0, 64, 8]]}]},
+    ]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = load_dataset(str(tmp_path), ["text"], size=64)
+    assert data.rows[0]["objects"][0]["boxes"] == [[0, 16, 32, 32]]  # clipped at the left edge
+    assert data.rows[1]["objects"][0]["boxes"] == [[0, 0, 64, 8]]  # already 64 px: unchanged
+    assert json.loads((tmp_path / "metadata.jsonl").read_text().split("\n")[0]) == rows[0]
+
+
+def test_object_weight_reaches_the_loss(work, tmp_path, capsys):
+    data = tmp_path / "boxed"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+        box = [[4 * i, 4, 4 * i + 8, 12]]
+        rows.append({"file_name": f"{i}.png", "text": f"{i} baskets",
+                     "objects": [{"name": "basket", "boxes": box}]})  # fmt: skip
+    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    weights = {}
+    for w in (0.0, 2.0):
+        recipe = tmp_path / f"r{w:g}.toml"
+        recipe.write_text(
+            f'data = "{data}"\ncaption_columns = ["text"]\nrank = 4\nsteps = 3\nbatch_size = 4\n'
+            f"warmup = 1\ncheckpoint_every = 3\nlr = 1e-2\nobject_weight = {w}\n"
+        )
+        out = tmp_path / f"o{w:g}"
+        argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(recipe)]
+        assert main([*argv, "--out", str(out)]) == 0
+        weights[w] = load_file(out / WEIGHT_NAME)
+        assert ("object_weight 2:" in (out / "README.md").read_text()) == (w == 2.0)
+    assert "object_weight 2: 4 of 4 images have boxes" in capsys.readouterr().out
+    # Same seed, data and draws: only the loss weighting differs, and it moves the weights.
+    diffs = [float((weights[0.0][k] - weights[2.0][k]).abs().max()) for k in weights[0.0]]
+    assert max(diffs) > 1e-4
+
+
 def test_vanilla_diffusers_loads_adapter_with_its_alpha(work, trained):
     pipe = _pipe(work / "base")
     pipe.load_lora_weights(str(trained))
@@ -250,7 +318,11 @@ def test_bad_train_input_is_one_line_exit_2(work, tmp_path, capsys, extra, arg):
 
 
 def test_bad_recipe_and_occupied_out(work, trained, tmp_path, capsys):
-    for text, words in (("rank = 0\n", "rank must be > 0"), ("lernrate = 1\n", "unknown key")):
+    for text, words in (
+        ("rank = 0\n", "rank must be > 0"),
+        ("lernrate = 1\n", "unknown key"),
+        ("object_weight = -1\n", "object_weight must be >= 0"),
+    ):
         (tmp_path / "r.toml").write_text(text)
         assert (
             main(["train-lora", "--recipe", str(tmp_path / "r.toml"), "--out", str(tmp_path / "o")])
