@@ -438,7 +438,7 @@ def object_weight_maps(rows: list[dict], size: int, latent: int, strength: float
     size x size image) and a_o of the image; the map is 1 + strength * sum_o m_o / (K a_o)
     over the K objects, divided by 1 + strength. So each object carries the same share of
     the extra weight however small it is; a_o is floored at four cells so a sliver clipped
-    by the image edge cannot take it all. Rows without boxes get a uniform map.
+    by the image edge cannot take it all. Rows without (well-formed) boxes get a uniform map.
     """
     cell = size // latent
     floor = 4 / latent**2
@@ -447,8 +447,13 @@ def object_weight_maps(rows: list[dict], size: int, latent: int, strength: float
         covers = []
         for obj in row.get("objects") or []:
             mask = np.zeros((size, size), np.float32)
-            for x0, y0, x1, y1 in obj.get("boxes") or []:
-                mask[max(int(y0), 0) : int(y1), max(int(x0), 0) : int(x1)] = 1.0
+            boxes = obj.get("boxes") if isinstance(obj, dict) else None
+            for box in boxes or []:
+                try:
+                    x0, y0, x1, y1 = (int(v) for v in box)
+                except (TypeError, ValueError):
+                    continue  # a malformed box adds no weight; the log counts boxed images
+                mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1.0
             cover = mask.reshape(latent, cell, latent, cell).mean(axis=(1, 3))
             if cover.any():
                 covers.append(cover / max(float(cover.mean()), floor))

@@ -28,7 +28,12 @@ POSITIVE = (
     "matmul_gflops_after",
 )
 # Adapter time / base time - 1: near zero when fused, so noise may push it below zero.
-OVERHEADS = ("fused_lora_overhead", "unfused_lora_overhead")
+OVERHEADS = (
+    "fused_lora_overhead",
+    "unfused_lora_overhead",
+    "unfused_lora_overhead_vs_base_pipeline",
+    "lora_disabled_vs_base_pipeline",
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,6 +65,26 @@ def test_quick_bench_reports_every_figure(assets, capsys):
     assert result["max_pixel_diff_vs_naive"] <= 2
     assert result["all_present_rate_batch"] == result["all_present_rate_naive"]
     assert result["config"]["num_prompts"] == 8 and result["config"]["num_inference_steps"] == 2
+
+
+def test_medians_interleave_and_leave_setup_untimed():
+    now, log = [0.0], []
+
+    def tick(name: str, seconds: float):
+        def fn():
+            log.append(name)
+            now[0] += seconds
+
+        return fn
+
+    t = bench._medians(
+        {"a": tick("a", 1.0), "b": tick("b", 2.0)},
+        3,
+        lambda: now[0],
+        setup={"a": tick("setup a", 100.0)},  # before the clock starts: not in a's time
+    )
+    assert t == {"a": 1.0, "b": 2.0}
+    assert log == ["setup a", "a", "b"] * 4  # one warm-up round, then 3 timed
 
 
 def test_unet_flops_match_a_hand_count(assets):

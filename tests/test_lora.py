@@ -161,11 +161,12 @@ def test_outputs_and_card(trained):
 def test_object_weight_gives_each_object_an_equal_share():
     big = {"name": "sofa", "boxes": [[0, 0, 64, 32]]}  # half of a 64 px image
     pair = {"name": "basket", "boxes": [[0, 48, 16, 56], [32, 48, 48, 56]]}  # 4 of 64 cells
-    rows = [{"objects": [big, pair]}, {"objects": []}, {}]
+    bad = {"objects": [{"boxes": [["x", 0, 1, 1], [0, 0]]}, "rug"]}  # malformed: no weight
+    rows = [{"objects": [big, pair]}, {"objects": []}, {}, bad]
     maps = object_weight_maps(rows, size=64, latent=8, strength=1.0)[:, 0]
-    assert maps.shape == (3, 8, 8)
-    assert torch.allclose(maps.mean(dim=(1, 2)), torch.ones(3))
-    assert torch.equal(maps[1], torch.ones(8, 8)) and torch.equal(maps[2], torch.ones(8, 8))
+    assert maps.shape == (4, 8, 8)
+    assert torch.allclose(maps.mean(dim=(1, 2)), torch.ones(4))
+    assert all(torch.equal(maps[i], torch.ones(8, 8)) for i in (1, 2, 3))
     # Background cells keep 1 / (1 + strength); each object's extra mass is the same, so a
     # basket cell weighs 9 times a background cell and the sofa's twice.
     m = maps[0].numpy()
