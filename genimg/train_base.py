@@ -43,6 +43,10 @@ class VaeStage:
     crop: int = 0  # train on random square crops of this side (0 = whole images); the VAE
     # is convolutional, and 64 px crops cost a quarter of 128 px images on a CPU
     max_minutes: float = 0.0  # wall-clock cap, 0 = none; the card records steps done
+    # Train the decoder alone on the frozen encoder's latent means (as Stable Diffusion's
+    # ft-MSE VAE): the latents stay bit-identical, so a UNet and its adapters trained on
+    # them keep working with a sharper decoder. Needs --init-from.
+    decoder_only: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -122,13 +126,27 @@ def _to_pixels(images_u8: np.ndarray, device: str) -> torch.Tensor:
 
 
 def vae_loss(vae, x: torch.Tensor, eps: torch.Tensor, st: VaeStage) -> torch.Tensor:
-    dist = vae.encode(x).latent_dist
-    z = dist.mean + dist.std * eps
+    if st.decoder_only:  # the frozen encoder's mean, the latent the UNet learned to make
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+    else:
+        dist = vae.encode(x).latent_dist
+        z = dist.mean + dist.std * eps
     rec = vae.decode(z).sample
     loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
     for dim in (2, 3):  # match horizontal and vertical image gradients
         loss = loss + st.grad_weight * F.l1_loss(torch.diff(rec, dim=dim), torch.diff(x, dim=dim))
-    return loss + st.kl_weight * dist.kl().mean()
+    return loss if st.decoder_only else loss + st.kl_weight * dist.kl().mean()
+
+
+def _vae_trainable(vae, st: VaeStage) -> list[torch.nn.Parameter]:
+    if not st.decoder_only:
+        return list(vae.parameters())
+    vae.requires_grad_(False)
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return params
 
 
 def diffusion_loss(
@@ -215,7 +233,7 @@ def train_vae(
     """Stage 1. Returns a summary (steps done, wall time, final loss)."""
     run = out / "vae"
     ckpt = Checkpointer(run)
-    opt = torch.optim.AdamW(vae.parameters(), lr=st.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(_vae_trainable(vae, st), lr=st.lr, weight_decay=0.0)
     start, wall = 0, 0.0
     if resume and (found := latest_checkpoint(run)):
         state = found[1]
@@ -272,7 +290,9 @@ def train_vae(
                 break
     ckpt.wait()
     vae.eval()
+    vae.requires_grad_(True)
     return {
+        "decoder_only": st.decoder_only,
         "steps": done,
         "wall_s": time.perf_counter() - t0,
         "loss": loss_v,
@@ -531,6 +551,8 @@ def train_base(
     (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     torch.manual_seed(recipe.seed)
     comp = build_components(recipe.model)
+    if recipe.vae.decoder_only and init is None:
+        raise UsageError("--init-from", "vae.decoder_only fine-tunes a trained VAE: give its model")
     if init is not None:
         init_from(comp, init)
     t_data = time.perf_counter()
@@ -551,16 +573,22 @@ def train_base(
         comp["vae"], data.images, recipe.vae, recipe.seed, out, device, resume
     )
     # 2. Latents, and the scaling factor that gives them unit variance (as SD's 0.18215);
-    #    a kept warm-started VAE keeps its own, which the adapters trained on it assume.
-    latents, scale = _latents(comp, data.images, device)
-    if init is not None and recipe.vae.steps == 0:
-        kept = json.loads((Path(init) / "vae" / "config.json").read_text())["scaling_factor"]
-        latents, scale = latents * (kept / scale), float(kept)
+    #    a warm-started encoder kept as it was keeps its own, which the adapters trained on
+    #    it assume.
+    kept = init is not None and (recipe.vae.steps == 0 or recipe.vae.decoder_only)
+    if kept:
+        scale = json.loads((Path(init) / "vae" / "config.json").read_text())["scaling_factor"]
+    if recipe.unet.steps > 0 or not kept:
+        latents, found = _latents(comp, data.images, device)
+        latents, scale = (latents * (scale / found), float(scale)) if kept else (latents, found)
     comp["vae"].register_to_config(scaling_factor=scale)
     summary["vae"]["scaling_factor"] = scale
-    # 3. UNet + text encoder
-    ids = tokenize(comp["tokenizer"], data.captions(recipe.caption_column))
-    summary["unet"] = train_unet(comp, latents, ids, recipe.unet, recipe.seed, out, device, resume)
+    # 3. UNet + text encoder (0 steps: a warm-started UNet and text encoder are kept)
+    if recipe.unet.steps > 0:
+        ids = tokenize(comp["tokenizer"], data.captions(recipe.caption_column))
+        summary["unet"] = train_unet(
+            comp, latents, ids, recipe.unet, recipe.seed, out, device, resume
+        )
     # 4. Save the EMA weights as a diffusers folder, a sample grid and the run summary.
     for name in ("vae", "text_encoder", "unet"):
         comp[name].to("cpu").float()

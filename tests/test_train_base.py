@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from genimg.checkpoint import Checkpointer, latest_checkpoint
@@ -203,6 +204,44 @@ def test_init_from_warm_starts(folder, tmp_path):
     other.model.unet_channels = (32, 32, 64)
     with pytest.raises(UsageError, match="does not fit the recipe's unet"):
         tb.train_base(other, tmp_path / "c", init=first)
+
+
+def test_decoder_only_keeps_the_encoder_and_every_latent(folder, tmp_path):
+    """A decoder-only VAE leg changes the decoder alone: latents, their scale, the UNet and
+    the text encoder stay bit-identical, so the adapters trained on them still fit."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    import genimg.train_base as tb
+
+    recipe = BaseRecipe.from_toml(TINY)
+    recipe.data = str(folder)
+    first = tb.train_base(recipe, tmp_path / "a")
+    leg = BaseRecipe.from_toml(_tiny_recipe(tmp_path, 4, 0, "decoder.toml"))
+    leg.vae = dataclasses.replace(leg.vae, decoder_only=True, lr=1e-2)
+    with pytest.raises(UsageError, match="--init-from"):
+        tb.train_base(leg, tmp_path / "no-init")
+    second = tb.train_base(leg, tmp_path / "b", init=first)
+    a, b = _weights(first), _weights(second)
+    for name in ("unet", "text_encoder"):
+        assert [v for k, v in a.items() if k.startswith(name)] == [
+            v for k, v in b.items() if k.startswith(name)
+        ]
+    vae = [
+        load_file(str(m / "vae" / "diffusion_pytorch_model.safetensors")) for m in (first, second)
+    ]
+    encoder = [k for k in vae[0] if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in vae[0] if k.startswith(("decoder.", "post_quant_conv."))]
+    assert len(encoder) + len(decoder) == len(vae[0]) and encoder and decoder
+    assert all(torch.equal(vae[0][k], vae[1][k]) for k in encoder)
+    assert sum(not torch.equal(vae[0][k], vae[1][k]) for k in decoder) > len(decoder) // 2
+    scale = [json.loads((m / "vae" / "config.json").read_text())["scaling_factor"]
+             for m in (first, second)]  # fmt: skip
+    assert scale[0] == scale[1]
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["vae"]["decoder_only"] and summary["vae"]["steps"] == 4
+    assert "unet" not in summary  # 0 UNet steps: kept, not trained
 
 
 def test_cli_init_from_needs_a_model_folder(tmp_path, capsys):
