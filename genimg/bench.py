@@ -6,6 +6,8 @@ slows down under other work slows both sides alike. The baselines are the plain 
 calls a user would write: `StableDiffusionPipeline.from_pretrained(dir)(prompt)`, once per
 image. `unet_flop_utilization` counts the UNet's FLOPs with torch's `FlopCounterMode` and
 divides the rate `genimg batch` achieves by a large float32 matmul's, measured in the same run.
+The fused adapter is timed against the bare base pipeline; the unfused one against itself
+switched off (`disable_lora`, untimed, before each base render), on one pipeline.
 
 `--clock cpu` times CPU seconds of this process instead of wall seconds: on a machine whose
 cores are busy with other work, with `--threads 1`, it measures the work itself.
