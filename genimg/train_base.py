@@ -547,12 +547,12 @@ def train_base(
     from genimg.models import build_components
     from genimg.pipeline import save_pipeline
 
+    if recipe.vae.decoder_only and init is None:
+        raise UsageError("--init-from", "vae.decoder_only fine-tunes a trained VAE: give its model")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     torch.manual_seed(recipe.seed)
     comp = build_components(recipe.model)
-    if recipe.vae.decoder_only and init is None:
-        raise UsageError("--init-from", "vae.decoder_only fine-tunes a trained VAE: give its model")
     if init is not None:
         init_from(comp, init)
     t_data = time.perf_counter()

@@ -222,6 +222,7 @@ def test_decoder_only_keeps_the_encoder_and_every_latent(folder, tmp_path):
     leg.vae = dataclasses.replace(leg.vae, decoder_only=True, lr=1e-2)
     with pytest.raises(UsageError, match="--init-from"):
         tb.train_base(leg, tmp_path / "no-init")
+    assert not (tmp_path / "no-init").exists()  # refused before anything is written
     second = tb.train_base(leg, tmp_path / "b", init=first)
     a, b = _weights(first), _weights(second)
     for name in ("unet", "text_encoder"):
