@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 SKIP_DIRS = {"checkpoints", "__pycache__"}  # plus every ckpt-* folder
@@ -36,8 +37,10 @@ def _copy_tree(src: Path, dst: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".safetensors":
             tensors = load_file(str(path))
+            with safe_open(str(path), "pt") as handle:  # a LoRA file's alpha lives here
+                metadata = {"format": "pt", **(handle.metadata() or {})}
             half = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
-            save_file(half, str(target), metadata={"format": "pt"})
+            save_file(half, str(target), metadata=metadata)
         elif path.suffix in KEEP_SUFFIXES and path.stat().st_size < 4_000_000:
             shutil.copy2(path, target)
 
