@@ -580,7 +580,10 @@ def train_base(
         scale = json.loads((Path(init) / "vae" / "config.json").read_text())["scaling_factor"]
     if recipe.unet.steps > 0 or not kept:
         latents, found = _latents(comp, data.images, device)
-        latents, scale = (latents * (scale / found), float(scale)) if kept else (latents, found)
+        if kept:
+            latents = latents * (scale / found)
+        else:
+            scale = found
     comp["vae"].register_to_config(scaling_factor=scale)
     summary["vae"]["scaling_factor"] = scale
     # 3. UNet + text encoder (0 steps: a warm-started UNet and text encoder are kept)

@@ -23,13 +23,14 @@ SMALL = {"faucet", "basket", "lamp", "vase", "potted plant", "kettle", "mirror"}
 
 def reconstruct(folder: str, images: np.ndarray) -> np.ndarray:
     from genimg.pipeline import load_pipeline
+    from genimg.train_base import encode_latents
 
     vae = load_pipeline(folder).vae
+    latents = encode_latents(vae, images, "cpu") / vae.config.scaling_factor  # the means
     out = []
     with torch.inference_mode():
-        for i in range(0, len(images), 64):
-            x = torch.from_numpy(images[i : i + 64]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        for z in latents.split(64):
+            y = vae.decode(z).sample.clamp(-1, 1)
             out.append(((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
