@@ -35,7 +35,9 @@ __all__ = [
     "LoraRecipe",
     "base_identity",
     "list_adapters",
+    "draw_timesteps",
     "object_weight_maps",
+    "timestep_weights",
     "resolve_adapter",
     "train_lora",
     "validate_adapter",
@@ -67,6 +69,12 @@ class LoraRecipe:
     # object an equal share: 1 puts as much loss on the objects as on the whole image, so a
     # pair of baskets weighs as much as the wall behind them. 0 = every pixel alike.
     object_weight: float = 0.0
+    # Timestep sampling (diffusers' SDXL example, strategy "later"): the noisiest
+    # `timestep_bias_portion` of the schedule is drawn `timestep_bias_multiplier` times as
+    # often, where a picture's layout, and so whether an object is in it, is decided.
+    # 1 = every timestep alike.
+    timestep_bias_multiplier: float = 1.0
+    timestep_bias_portion: float = 0.25
     seed: int = 0
     checkpoint_every: int = 250
     sample_prompts: list[str] = field(default_factory=list)  # card grid: base row, adapter row
@@ -97,6 +105,10 @@ class LoraRecipe:
             raise ValueError("warmup >= 0, snr_gamma >= 0, caption_dropout in [0, 1)")
         if self.object_weight < 0:
             raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
+        if not (self.timestep_bias_multiplier > 0 and 0 < self.timestep_bias_portion <= 1):
+            raise ValueError(
+                "timestep_bias_multiplier must be > 0, timestep_bias_portion in (0, 1]"
+            )
         if not self.caption_columns or not all(self.caption_columns):
             raise ValueError("caption_columns must be a non-empty list of column names")
 
@@ -431,6 +443,22 @@ def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
     }
 
 
+def timestep_weights(n: int, multiplier: float, portion: float) -> torch.Tensor:
+    """Sampling weights of the n training timesteps: the noisiest round(portion * n) (the
+    highest indices, at least one) weigh `multiplier`, the others 1."""
+    w = torch.ones(n)
+    w[n - max(1, round(portion * n)) :] = multiplier
+    return w
+
+
+def draw_timesteps(g: torch.Generator, b: int, weights: torch.Tensor) -> torch.Tensor:
+    """b timesteps drawn with these weights; uniform weights draw exactly as randint did
+    before the weights existed, so old runs resume and retrain to the same bytes."""
+    if bool((weights == weights[0]).all()):
+        return torch.randint(0, len(weights), (b,), generator=g)
+    return torch.multinomial(weights, b, replacement=True, generator=g)
+
+
 def object_weight_maps(rows: list[dict], size: int, latent: int, strength: float) -> torch.Tensor:
     """Per-image loss weights (N, 1, latent, latent), each of mean 1, from the rows' boxes.
 
@@ -520,6 +548,9 @@ def _train(
         print(f"resumed from {folder.name} at step {start}")
     ac = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(device)
     ids, image, b = data["ids"], data["image"], recipe.batch_size
+    t_weights = timestep_weights(
+        len(ac), recipe.timestep_bias_multiplier, recipe.timestep_bias_portion
+    )
     pipe.unet.train()
     pipe.text_encoder.train(recipe.train_text_encoder)
     from tqdm import tqdm
@@ -532,7 +563,7 @@ def _train(
         pick = _batch_index(step, len(ids), b, recipe.seed)
         drop = torch.rand(b, generator=g) < recipe.caption_dropout
         noise = torch.randn((b, *data["latents"].shape[1:]), generator=g)
-        t = torch.randint(0, len(ac), (b,), generator=g)
+        t = draw_timesteps(g, b, t_weights)
         batch_ids = torch.where(drop[:, None], data["empty"][None], ids[pick])
         for group, name in zip(opt.param_groups, configs, strict=True):
             group["lr"] = lr_at(step, recipe.steps, lrs[name], recipe.warmup)
@@ -706,6 +737,14 @@ def _card(
                 "boxes carry that many times the image's loss, each object an equal share |"
             ]
             if recipe.object_weight
+            else []
+        ),  # fmt: skip
+        *(
+            [
+                f"| timesteps | the noisiest {recipe.timestep_bias_portion:.0%} drawn "
+                f"{recipe.timestep_bias_multiplier:g} times as often as the rest |"
+            ]
+            if recipe.timestep_bias_multiplier != 1
             else []
         ),  # fmt: skip
         f"| wall time | {summary['wall_s']:.0f} s on {device} |",

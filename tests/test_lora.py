@@ -27,9 +27,11 @@ from genimg.lora import (
     IDENTITY_NAME,
     WEIGHT_NAME,
     LoraRecipe,
+    draw_timesteps,
     list_adapters,
     object_weight_maps,
     resolve_adapter,
+    timestep_weights,
     validate_adapter,
 )
 from genimg.models import ModelConfig
@@ -175,6 +177,24 @@ def test_object_weight_gives_each_object_an_equal_share():
     assert (m[:4] - 0.5).sum() == pytest.approx((m[6] - 0.5).sum()) == pytest.approx(16.0)
     # Off by default: a recipe without the key trains every pixel alike.
     assert LoraRecipe().object_weight == 0.0
+
+
+def test_timestep_bias_draws_the_noisiest_timesteps_more_often():
+    w = timestep_weights(1000, 3.0, 0.25)
+    assert w[:750].eq(1).all() and w[750:].eq(3).all()
+    assert (
+        timestep_weights(10, 2.0, 0.01)[-1] == 2 and timestep_weights(10, 2.0, 0.01)[:9].eq(1).all()
+    )
+    g = torch.Generator().manual_seed(0)
+    t = draw_timesteps(g, 20000, w)
+    # The noisiest quarter weighs 3 * 250 of 750 + 750: half of the draws, the rest uniform.
+    assert (t >= 750).float().mean() == pytest.approx(0.5, abs=0.02)
+    assert t.min() >= 0 and t.max() <= 999 and len(t.unique()) > 950
+    # Uniform weights draw exactly what randint drew before the key existed.
+    a = draw_timesteps(torch.Generator().manual_seed(5), 64, timestep_weights(1000, 1.0, 0.25))
+    b = torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert LoraRecipe().timestep_bias_multiplier == 1.0
 
 
 def test_folder_boxes_follow_the_crop_and_resize(tmp_path):
@@ -323,6 +343,8 @@ def test_bad_recipe_and_occupied_out(work, trained, tmp_path, capsys):
         ("rank = 0\n", "rank must be > 0"),
         ("lernrate = 1\n", "unknown key"),
         ("object_weight = -1\n", "object_weight must be >= 0"),
+        ("timestep_bias_multiplier = 0\n", "timestep_bias_multiplier must be > 0"),
+        ("timestep_bias_portion = 1.5\n", "timestep_bias_portion in (0, 1]"),
     ):
         (tmp_path / "r.toml").write_text(text)
         assert (

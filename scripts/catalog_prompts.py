@@ -1,0 +1,43 @@
+"""Write a prompts file of catalog captions from a split no model trains on.
+
+    python scripts/catalog_prompts.py --split lora-val --seed 7000 --n 32 > prompts.txt
+
+Record i of the split gives its English caption for even i and its Japanese one for odd
+i, so the file alternates the two languages; records whose caption names no object the
+parser finds are passed over (none are in practice), and the next record is taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def catalog_prompts(n: int, seed: int, split: str) -> list[str]:
+    from genimg.catalog import render_record
+    from genimg.parse import parse_prompt
+
+    prompts, index = [], 0
+    while len(prompts) < n:
+        _, row = render_record(index, seed, split=split)
+        text = row["text_ja"] if len(prompts) % 2 else row["text"]
+        if parse_prompt(text).objects:
+            prompts.append(text)
+        index += 1
+    return prompts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", default="lora-val", help="catalog split name (default lora-val)")
+    ap.add_argument("--seed", type=int, default=7000, help="the split's seed (default 7000)")
+    ap.add_argument("--n", type=int, default=32, help="how many prompts (default 32)")
+    args = ap.parse_args(argv)
+    if args.n < 1 or args.seed < 0:
+        ap.error("--n must be >= 1 and --seed >= 0")
+    sys.stdout.write("".join(p + "\n" for p in catalog_prompts(args.n, args.seed, args.split)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
