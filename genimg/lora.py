@@ -34,11 +34,11 @@ __all__ = [
     "AdapterInfo",
     "LoraRecipe",
     "base_identity",
-    "list_adapters",
     "draw_timesteps",
+    "list_adapters",
     "object_weight_maps",
-    "timestep_weights",
     "resolve_adapter",
+    "timestep_weights",
     "train_lora",
     "validate_adapter",
 ]
