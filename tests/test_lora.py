@@ -29,6 +29,7 @@ from genimg.lora import (
     LoraRecipe,
     draw_timesteps,
     list_adapters,
+    multires_noise,
     object_weight_maps,
     resolve_adapter,
     timestep_weights,
@@ -197,6 +198,28 @@ def test_timestep_bias_draws_the_noisiest_timesteps_more_often():
     assert LoraRecipe().timestep_bias_multiplier == 1.0
 
 
+def test_multires_noise_adds_coarse_levels_at_unit_std():
+    white = torch.randn((256, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+    # Off: the same tensor back and nothing drawn, so old recipes train to the same bytes.
+    g = torch.Generator().manual_seed(1)
+    assert multires_noise(g, white, 0, 0.5) is white
+    assert torch.equal(
+        torch.randn(3, generator=g), torch.randn(3, generator=torch.Generator().manual_seed(1))
+    )
+    noise = multires_noise(torch.Generator().manual_seed(1), white, 10, 0.5)
+    assert noise.shape == white.shape and noise.std().item() == pytest.approx(1.0, abs=1e-5)
+    # The levels stop at one cell: on 16 x 16 four of them (8, 4, 2, 1), however many asked.
+    again = multires_noise(torch.Generator().manual_seed(1), white, 4, 0.5)
+    assert torch.equal(noise, again)
+    assert not torch.equal(noise, multires_noise(torch.Generator().manual_seed(1), white, 3, 0.5))
+    # More of the noise in the image-wide and 4 x 4 means than white noise has (1/16, 1/4).
+    assert white.mean(dim=(2, 3)).std().item() == pytest.approx(1 / 16, rel=0.1)
+    assert noise.mean(dim=(2, 3)).std().item() > 1.6 / 16
+    coarse = torch.nn.functional.avg_pool2d
+    assert coarse(noise, 4).std().item() > 1.3 * coarse(white, 4).std().item()
+    assert LoraRecipe().multires_noise_iterations == 0
+
+
 def test_folder_boxes_follow_the_crop_and_resize(tmp_path):
     from genimg.data import load_dataset
 
@@ -345,6 +368,8 @@ def test_bad_recipe_and_occupied_out(work, trained, tmp_path, capsys):
         ("object_weight = -1\n", "object_weight must be >= 0"),
         ("timestep_bias_multiplier = 0\n", "timestep_bias_multiplier must be > 0"),
         ("timestep_bias_portion = 1.5\n", "timestep_bias_portion in (0, 1]"),
+        ("multires_noise_iterations = -1\n", "multires_noise_iterations must be >= 0"),
+        ("multires_noise_discount = 0\n", "multires_noise_discount in (0, 1]"),
     ):
         (tmp_path / "r.toml").write_text(text)
         assert (
@@ -414,3 +439,33 @@ def test_render_refuses_bad_adapter_spec(tmp_path, capsys, spec):
     code = main(["render", "--prompt", "a bathroom", "--lora", spec, "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.splitlines()[-1].startswith("genimg render: error: --lora:"), err
+
+
+def test_debiased_estimation_weighs_each_image_by_one_over_sqrt_snr():
+    from types import SimpleNamespace
+
+    from genimg.train_base import diffusion_loss
+
+    class Encoder:  # the fewest parts `encode_chunked` reads
+        config = SimpleNamespace(max_position_embeddings=4, eos_token_id=1)
+
+        def __call__(self, ids):
+            return (torch.zeros(ids.shape[0], ids.shape[1], 8),)
+
+    def unet(noisy, timesteps, encoder_hidden_states):  # predicts no noise at all
+        return SimpleNamespace(sample=torch.zeros_like(noisy))
+
+    ac = torch.tensor([0.999, 0.5, 0.01])  # SNR 999, 1, 1/99
+    noise = torch.ones(3, 4, 2, 2)  # so every image's plain loss is 1
+    args = (unet, Encoder(), torch.zeros(3, 4, 2, 2), torch.zeros(3, 4, dtype=torch.long), noise)
+    t = torch.arange(3)
+    snr = ac / (1 - ac)
+    assert diffusion_loss(*args, t, ac, 0.0).item() == pytest.approx(1.0)
+    plain = diffusion_loss(*args, t, ac, 0.0, debiased=True).item()
+    assert plain == pytest.approx((1 / snr.sqrt()).mean().item(), rel=1e-5)
+    # On top of min-SNR-5: only the least noisy image is capped, to 5 / 999.
+    both = diffusion_loss(*args, t, ac, 5.0, debiased=True).item()
+    assert both == pytest.approx(
+        ((torch.tensor([5 / 999.0, 1, 1])) / snr.sqrt()).mean().item(), rel=1e-5
+    )
+    assert LoraRecipe().debiased_estimation is False
