@@ -81,7 +81,8 @@ class LoraRecipe:
     # upsampled, level i weighted discount**i, rescaled to unit std. The low-frequency part
     # of the noise, where a region's colour lies, then no longer tells the model the colour
     # (at t = 999 the scaled_linear schedule keeps 6.8% of the image in it), so the caption
-    # has to. Level 1 alone at one cell is diffusers' `noise_offset`. 0 = plain white noise.
+    # has to (tried: no measurable effect here; the catalog card). Diffusers' `noise_offset`
+    # is a one-cell level alone. 0 = plain white noise.
     multires_noise_iterations: int = 0
     multires_noise_discount: float = 0.3
     # Weigh each image's loss by 1 / sqrt(SNR) as well (`diffusion_loss`): the noisiest

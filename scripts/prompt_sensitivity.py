@@ -5,9 +5,10 @@
 For the prompt "A living room with a red fabric sofa." the UNet (plain diffusers, the
 shipped base model, optionally with a LoRA folder fused) predicts the noise of the same
 noisy latent under the prompt, under the prompt with "red" -> "blue" and with "sofa" ->
-"rug", and under the empty prompt. Printed per timestep: the norm of each difference,
-averaged over N random latents. A model that reads colour words moves its prediction for
-a colour about as much as for an object; the ratio is the figure to watch.
+"rug", and under the empty prompt, each encoded as genimg renders it (`encode_prompt`).
+Printed per timestep: the norm of each difference, averaged over N random latents. A model
+that reads colour words moves its prediction for a colour about as much as for an object;
+the ratio is the figure to watch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
+
+from genimg.render import encode_prompt
 
 BASE = Path(__file__).resolve().parent.parent / "assets" / "models" / "genimg-base"
 PROMPT = "A living room with a red fabric sofa."
@@ -39,14 +42,7 @@ def main() -> None:
     }
     size = pipe.unet.config.sample_size
     with torch.no_grad():
-        states = {
-            k: pipe.text_encoder(
-                pipe.tokenizer(
-                    p, padding="max_length", max_length=77, return_tensors="pt"
-                ).input_ids
-            )[0]
-            for k, p in prompts.items()
-        }
+        states = {k: encode_prompt(pipe, p)[0] for k, p in prompts.items()}  # as genimg renders
         print(f"{args.lora or 'base model'}: |change of the predicted noise|, {args.seeds} latents")
         print("timestep  red->blue  sofa->rug  ratio  prompt->empty")
         for t in (999, 700, 400, 100):
