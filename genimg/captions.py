@@ -14,7 +14,7 @@ import numpy as np
 from genimg.scene import Item, Layout
 from genimg.taxonomy import COLORS, COUNT_WORDS, MATERIALS, OBJECTS, RELATIONS, SCENES
 
-__all__ = ["catalog_text", "catalog_text_ja", "title", "web_text"]
+__all__ = ["catalog_text", "catalog_text_ja", "phrase_en", "phrase_ja", "title", "web_text"]
 
 WEB_JA_SHARE = 0.3  # the open web is not only English
 
@@ -45,15 +45,22 @@ def _groups(layout: Layout) -> list[_Node]:
 # ---- English ----------------------------------------------------------------------------
 
 
+def phrase_en(name: str, material: str, color: str | None, count: int) -> str:
+    """How a catalog caption names an object, without an article: "two red metal faucets"."""
+    obj = OBJECTS[name]
+    words = [w for w in (color, material) if w]
+    if count > 1:
+        return " ".join([COUNT_WORDS[count][0], *words, obj.plural])
+    return " ".join([*words, obj.name])
+
+
 def _en(item: Item, article: str = "a") -> str:
-    obj = OBJECTS[item.name]
-    words = [w for w in (item.color, item.material) if w]
-    noun = obj.plural if item.count > 1 else obj.name
+    text = phrase_en(item.name, item.material, item.color, item.count)
     if item.count > 1:
-        return " ".join([COUNT_WORDS[item.count][0], *words, noun])
+        return text
     if article == "a":
-        article = "an" if (words or [noun])[0][0] in "aeiou" else "a"
-    return " ".join([article, *words, noun])
+        article = "an" if text[0] in "aeiou" else "a"
+    return " ".join([article, text])
 
 
 def _en_group(group, rng: np.random.Generator) -> str:
@@ -133,14 +140,14 @@ def title(layout: Layout) -> str:
 # ---- Japanese ---------------------------------------------------------------------------
 
 
+def phrase_ja(name: str, material: str, color: str | None, count: int) -> str:
+    """How a Japanese catalog caption names an object: "二つの赤い金属製の蛇口"."""
+    words = [COLORS[color].ja if color else "", MATERIALS[material].ja, OBJECTS[name].ja]
+    return (f"{COUNT_WORDS[count][1]}の" if count > 1 else "") + "".join(words)
+
+
 def _ja(item: Item) -> str:
-    words = [
-        COLORS[item.color].ja if item.color else "",
-        MATERIALS[item.material].ja,
-        OBJECTS[item.name].ja,
-    ]
-    count = f"{COUNT_WORDS[item.count][1]}の" if item.count > 1 else ""
-    return count + "".join(words)
+    return phrase_ja(item.name, item.material, item.color, item.count)
 
 
 def _ja_group(group, rng: np.random.Generator) -> str:
