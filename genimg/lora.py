@@ -21,6 +21,7 @@ import shlex
 import shutil
 import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -34,9 +35,13 @@ __all__ = [
     "AdapterInfo",
     "LoraRecipe",
     "base_identity",
+    "cross_attention_inputs",
     "draw_timesteps",
+    "grounding_loss",
+    "grounding_tokens",
     "list_adapters",
     "multires_noise",
+    "object_covers",
     "object_weight_maps",
     "resolve_adapter",
     "timestep_weights",
@@ -88,6 +93,13 @@ class LoraRecipe:
     # Weigh each image's loss by 1 / sqrt(SNR) as well (`diffusion_loss`): the noisiest
     # steps, where the caption alone can tell a region's colour, count for more.
     debiased_estimation: bool = False
+    # Cross-attention grounding (TokenCompose, Wang et al., CVPR 2024: its token loss): the
+    # tokens of each listed object's phrase in the caption ("two", "red", "metal",
+    # "faucets") are pulled to attend inside that object's boxes, weight times the mean of
+    # (1 - the token's attention share inside)^2 over those tokens and the UNet's
+    # cross-attention layers. A colour word then has a place to bind to instead of the
+    # whole picture. 0 = off.
+    grounding_weight: float = 0.0
     seed: int = 0
     checkpoint_every: int = 250
     sample_prompts: list[str] = field(default_factory=list)  # card grid: base row, adapter row
@@ -116,8 +128,8 @@ class LoraRecipe:
             raise ValueError("lr and text_encoder_lr must be > 0")
         if self.warmup < 0 or self.snr_gamma < 0 or not 0 <= self.caption_dropout < 1:
             raise ValueError("warmup >= 0, snr_gamma >= 0, caption_dropout in [0, 1)")
-        if self.object_weight < 0:
-            raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
+        if self.object_weight < 0 or self.grounding_weight < 0:
+            raise ValueError("object_weight and grounding_weight must be >= 0")
         if not (self.timestep_bias_multiplier > 0 and 0 < self.timestep_bias_portion <= 1):
             raise ValueError(
                 "timestep_bias_multiplier must be > 0, timestep_bias_portion in (0, 1]"
@@ -448,8 +460,20 @@ def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
         boxed = int((weights.flatten(1).std(dim=1) > 0).sum())
         print(f"object_weight {recipe.object_weight:g}: {boxed} of {len(rows)} images have boxes")
         weights = weights.to(device)
+    tokens = covers = None
+    if recipe.grounding_weight > 0:
+        tokens = grounding_tokens(pipe.tokenizer, ids, [rows[i].get("objects") for i, _ in pairs])
+        covers = object_covers(rows, size, latents.shape[-1]).to(device)
+        found = sum(len(set(r.tolist()) - {-1}) for r in tokens)
+        listed = sum(len(_objects(rows[i].get("objects"))) for i, _ in pairs)
+        print(f"grounding {recipe.grounding_weight:g}: {found} of {listed} listed objects' "
+              "phrases found in their captions")  # fmt: skip
+        grounded = [found, listed]
     return {
         "weights": weights,
+        "tokens": tokens,
+        "covers": covers,
+        "grounded": grounded if tokens is not None else None,
         "latents": latents.to(device),
         "image": torch.tensor([i for i, _ in pairs]),
         "ids": ids,
@@ -505,27 +529,148 @@ def object_weight_maps(rows: list[dict], size: int, latent: int, strength: float
     the extra weight however small it is; a_o is floored at four cells so a sliver clipped
     by the image edge cannot take it all. Rows without (well-formed) boxes get a uniform map.
     """
-    cell = size // latent
     floor = 4 / latent**2
     maps = np.ones((len(rows), latent, latent), np.float32)
     for i, row in enumerate(rows):
-        covers = []
-        for obj in row.get("objects") or []:
-            mask = np.zeros((size, size), np.float32)
-            boxes = obj.get("boxes") if isinstance(obj, dict) else None
-            for box in boxes or []:
-                try:
-                    x0, y0, x1, y1 = (int(v) for v in box)
-                except (TypeError, ValueError):
-                    continue  # a malformed box adds no weight; the log counts boxed images
-                mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1.0
-            cover = mask.reshape(latent, cell, latent, cell).mean(axis=(1, 3))
-            if cover.any():
-                covers.append(cover / max(float(cover.mean()), floor))
+        covers = [c / max(float(c.mean()), floor) for c in _covers(row, size, latent) if c.any()]
         if covers:
             maps[i] = (1 + strength * sum(covers) / len(covers)) / (1 + strength)
             maps[i] /= maps[i].mean()  # exact mean 1 where the floor held an object back
     return torch.from_numpy(maps)[:, None]
+
+
+def _objects(objects) -> list[dict]:
+    """A metadata row's `objects`, each a dict; anything else (a user's own export) is []."""
+    if not isinstance(objects, list):
+        return []
+    return [o if isinstance(o, dict) else {} for o in objects]
+
+
+def _covers(row: dict, size: int, latent: int) -> list[np.ndarray]:
+    """Per listed object, the fraction of each latent cell its instance boxes cover (all
+    zero for an object without well-formed boxes), in the row's object order."""
+    cell = size // latent
+    out = []
+    for obj in _objects(row.get("objects")):
+        mask = np.zeros((size, size), np.float32)
+        for box in obj.get("boxes") or []:
+            try:
+                x0, y0, x1, y1 = (int(v) for v in box)
+            except (TypeError, ValueError):
+                continue  # a malformed box adds nothing; the logs count boxed images
+            mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1.0
+        out.append(mask.reshape(latent, cell, latent, cell).mean(axis=(1, 3)))
+    return out
+
+
+def object_covers(rows: list[dict], size: int, latent: int) -> torch.Tensor:
+    """(N, K, latent, latent): object k of row n's box coverage per latent cell, K the most
+    objects any row lists; missing objects all zero."""
+    covers = [_covers(row, size, latent) for row in rows]
+    out = np.zeros((len(rows), max([len(c) for c in covers] + [1]), latent, latent), np.float32)
+    for n, row_covers in enumerate(covers):
+        for k, cover in enumerate(row_covers):
+            out[n, k] = cover
+    return torch.from_numpy(out)
+
+
+def _phrases(obj: dict) -> list[str]:
+    """The English and Japanese phrase catalog captions name `obj` with; [] for an object
+    outside the taxonomy or without its fields."""
+    from genimg.captions import phrase_en, phrase_ja
+    from genimg.taxonomy import COLORS, COUNT_WORDS, MATERIALS, OBJECTS
+
+    try:
+        name, material, color, count = (obj[k] for k in ("name", "material", "color", "count"))
+        if name not in OBJECTS or material not in MATERIALS or count not in COUNT_WORDS:
+            return []
+        if color is not None and color not in COLORS:
+            return []
+    except (KeyError, TypeError):
+        return []
+    return [phrase_en(name, material, color, count), phrase_ja(name, material, color, count)]
+
+
+def grounding_tokens(tokenizer, ids: torch.Tensor, objects: list) -> torch.Tensor:
+    """(N, T) int8: for each token of caption row n (`ids` as `models.tokenize` gives), the
+    index in `objects[n]` of the object whose phrase it is part of, else -1. A phrase counts
+    where its tokens appear in the row as one run: always for the English catalog captions,
+    for about half the Japanese ones (byte-level BPE merges a Japanese phrase's first or
+    last bytes with its neighbours'; those objects are left ungrounded in that caption)."""
+    out = torch.full(ids.shape, -1, dtype=torch.int8)
+    runs: dict[str, list[int]] = {}
+    for n, objs in enumerate(objects):
+        row = ids[n].tolist()
+        for k, obj in enumerate(_objects(objs)):
+            for phrase in _phrases(obj):
+                if phrase not in runs:
+                    runs[phrase] = tokenizer(phrase, add_special_tokens=False).input_ids
+                if (at := _find_run(row, runs[phrase])) >= 0:
+                    out[n, at : at + len(runs[phrase])] = k
+                    break
+    return out
+
+
+def _find_run(row: list[int], run: list[int]) -> int:
+    """The first index where `run` occurs in `row` as a contiguous run, else -1."""
+    if not run:
+        return -1
+    for at in (i for i, v in enumerate(row[: len(row) - len(run) + 1]) if v == run[0]):
+        if row[at : at + len(run)] == run:
+            return at
+    return -1
+
+
+@contextmanager
+def cross_attention_inputs(unet, on: bool = True):
+    """While open, collects (attention module, hidden states, text states) of each
+    cross-attention call `unet` makes; with `on` False, registers nothing and yields None."""
+    if not on:
+        yield None
+        return
+    seen: list[tuple] = []
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        seen.append((module, hidden, kwargs["encoder_hidden_states"]))
+
+    handles = [
+        m.register_forward_pre_hook(hook, with_kwargs=True)
+        for m in unet.modules()
+        if getattr(m, "is_cross_attention", False)
+    ]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def grounding_loss(seen: list[tuple], tokens: torch.Tensor, covers: torch.Tensor) -> torch.Tensor:
+    """TokenCompose's token loss over the cross-attention calls `seen`
+    (`cross_attention_inputs`): the mean over layers of the mean over grounded tokens of
+    (1 - the share of the token's attention, summed over pixels, that falls in its
+    object's cover)^2. `tokens` (B, T) as `grounding_tokens` gives (-1: not grounded),
+    `covers` (B, K, h, w) as `object_covers`. The attention is recomputed from the layer's
+    own (LoRA-adapted) to_q and to_k, averaged over heads; 0 when nothing is grounded."""
+    losses = []
+    for attn, hidden, context in seen:
+        b, n, _ = hidden.shape
+        t = context.shape[1]
+        index = tokens[:, :t].long()
+        grounded = index >= 0
+        if not bool(grounded.any()):
+            continue
+        q = attn.to_q(hidden).view(b, n, attn.heads, -1).transpose(1, 2)
+        k = attn.to_k(context).view(b, t, attn.heads, -1).transpose(1, 2)
+        probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1)  # (b, n, t)
+        side = math.isqrt(n)
+        cover = torch.nn.functional.adaptive_avg_pool2d(covers, side).flatten(2)  # (b, K, n)
+        cover = cover.gather(1, index.clamp_min(0)[..., None].expand(-1, -1, n))  # (b, t, n)
+        a = probs.float().transpose(1, 2)  # (b, t, n)
+        inside = (a * cover).sum(-1) / a.sum(-1).clamp_min(1e-12)
+        losses.append(((1 - inside) ** 2)[grounded].mean())
+    return torch.stack(losses).mean() if losses else covers.new_zeros(())
 
 
 def _trainable(pipe, configs: dict) -> dict[str, torch.nn.Parameter]:
@@ -593,6 +738,7 @@ def _train(
     from tqdm import tqdm
 
     t_run, t0, loss_v, done = time.perf_counter(), time.perf_counter() - wall, float("nan"), start
+    term_v = None
     bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, desc="lora")
     for step in bar:
         # 1. Every random draw of this step from (seed, step): resume is exact.
@@ -608,7 +754,8 @@ def _train(
         for group, name in zip(opt.param_groups, configs, strict=True):
             group["lr"] = lr_at(step, recipe.steps, lrs[name], recipe.warmup)
         # 2. Loss and update of the LoRA weights only.
-        with _autocast(device):
+        ground = data["tokens"] is not None
+        with _autocast(device), cross_attention_inputs(pipe.unet, ground) as seen:
             loss = diffusion_loss(
                 pipe.unet,
                 pipe.text_encoder,
@@ -621,6 +768,11 @@ def _train(
                 None if data["weights"] is None else data["weights"][image[pick].to(device)],
                 recipe.debiased_estimation,
             )
+            if ground:  # a dropped caption grounds nothing
+                tokens = torch.where(drop[:, None], -1, data["tokens"][pick])
+                covers = data["covers"][image[pick].to(device)]
+                term = grounding_loss(seen, tokens.to(device), covers)
+                loss = loss + recipe.grounding_weight * term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
@@ -628,7 +780,8 @@ def _train(
         done = step + 1
         if done % 10 == 0 or done == recipe.steps or done == start + 1:  # a sync on GPU
             loss_v = float(loss.detach())
-        bar.set_postfix(loss=f"{loss_v:.4f}")
+            term_v = float(term.detach()) if ground else None
+        bar.set_postfix(loss=f"{loss_v:.4f}", **({"grounding": f"{term_v:.3f}"} if ground else {}))
         # 3. Checkpoint (copied now, written in the background).
         stop = max_minutes > 0 and time.perf_counter() - t_run > 60 * max_minutes
         if done % recipe.checkpoint_every == 0 or done == recipe.steps or stop:
@@ -644,7 +797,8 @@ def _train(
                 },
             )
             with open(out / "train_log.jsonl", "a") as f:
-                f.write(json.dumps({"step": done, "loss": loss_v, "wall_s": round(wall, 1)}) + "\n")
+                entry = {"step": done, "loss": loss_v, "wall_s": round(wall, 1)}
+                f.write(json.dumps(entry | ({"grounding": term_v} if ground else {})) + "\n")
         if stop:
             print(
                 f"stopped after --max-minutes {max_minutes} at step {done}/{recipe.steps}; "
@@ -799,6 +953,15 @@ def _card(
         *(
             ["| SNR weighting | also 1 / sqrt(SNR) per image (debiased estimation) |"]
             if recipe.debiased_estimation
+            else []
+        ),  # fmt: skip
+        *(
+            [
+                f"| grounding | weight {recipe.grounding_weight:g}: each listed object's caption "
+                "tokens pulled to attend inside its boxes (TokenCompose's token loss); phrases of "
+                f"{data['grounded'][0]} of {data['grounded'][1]} objects found |"
+            ]
+            if data.get("grounded")
             else []
         ),  # fmt: skip
         f"| wall time | {summary['wall_s']:.0f} s on {device} |",

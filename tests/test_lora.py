@@ -27,7 +27,10 @@ from genimg.lora import (
     IDENTITY_NAME,
     WEIGHT_NAME,
     LoraRecipe,
+    cross_attention_inputs,
     draw_timesteps,
+    grounding_loss,
+    grounding_tokens,
     list_adapters,
     multires_noise,
     object_weight_maps,
@@ -469,3 +472,108 @@ def test_debiased_estimation_weighs_each_image_by_one_over_sqrt_snr():
         ((torch.tensor([5 / 999.0, 1, 1])) / snr.sqrt()).mean().item(), rel=1e-5
     )
     assert LoraRecipe().debiased_estimation is False
+
+
+def test_grounding_tokens_map_each_phrase_to_its_object():
+    from genimg.models import load_tokenizer, tokenize
+
+    tok = load_tokenizer(max_length=77)
+    caption = "A red metal faucet on the gray glass sink. There are two brass vases."
+    objects = [
+        {"name": "faucet", "material": "metal", "color": "red", "count": 1},
+        {"name": "sink", "material": "glass", "color": "gray", "count": 1},
+        {"name": "vase", "material": "brass", "color": None, "count": 2},
+        {"name": "unicorn", "material": "metal", "color": "red", "count": 1},  # not in taxonomy
+        "rug",  # not a dict
+        {"name": "rug", "material": "fabric", "color": "blue", "count": 1},  # not in the caption
+    ]
+    ja = "赤い金属製の蛇口、白い陶器製のシンク"  # the 、 keeps the faucet's phrase a run of its own
+    ids = tokenize(tok, [caption, caption, "籐のバスケット", ja])
+    tokens = grounding_tokens(tok, ids, [objects, None, objects, objects])
+    words = tok.convert_ids_to_tokens(ids[0].tolist())
+    got = [
+        (w.removesuffix("</w>"), int(k)) for w, k in zip(words, tokens[0], strict=True) if k >= 0
+    ]
+    assert got == [("red", 0), ("metal", 0), ("faucet", 0), ("gray", 1), ("glass", 1),
+                   ("sink", 1), ("two", 2), ("brass", 2), ("v", 2), ("ases", 2)]  # fmt: skip
+    assert bool((tokens[1:3] == -1).all())  # no objects listed; none of them named
+    faucet_ja = tok("赤い金属製の蛇口", add_special_tokens=False).input_ids
+    assert tokens[3].tolist()[: len(faucet_ja) + 2] == [-1, *[0] * len(faucet_ja), -1]
+    assert set(tokens[3].tolist()) == {-1, 0}  # a white ceramic sink is not the gray glass one
+
+
+def test_grounding_loss_measures_attention_inside_the_boxes():
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=8, cross_attention_dim=8, heads=2, dim_head=4)
+    hidden, context = torch.randn(2, 16, 8), torch.randn(2, 5, 8)  # 4 x 4 pixels, 5 tokens
+    covers = torch.zeros(2, 2, 4, 4)
+    covers[:, 0, :2, :2] = 1.0  # object 0: a quarter of the image
+    covers[:, 1, :, :2] = 1.0  # object 1: half
+    tokens = torch.tensor([[-1, 0, 0, 1, -1], [-1, -1, -1, -1, -1]], dtype=torch.int8)
+    # A zero query attends every token alike, so each token's share inside is its box's area.
+    with torch.no_grad():
+        attn.to_q.weight.zero_()
+    uniform = grounding_loss([(attn, hidden, context)], tokens, covers)
+    assert uniform.item() == pytest.approx((2 * 0.75**2 + 0.5**2) / 3, rel=1e-6)
+    assert grounding_loss([(attn, hidden, context)], torch.full_like(tokens, -1), covers) == 0
+    # Its gradient moves the attention into the boxes: a few steps on q and k alone.
+    torch.nn.init.normal_(attn.to_q.weight)
+    opt = torch.optim.Adam([attn.to_q.weight, attn.to_k.weight], lr=0.1)
+    for _ in range(60):
+        loss = grounding_loss([(attn, hidden, context)], tokens, covers)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * uniform.item()
+
+
+def test_cross_attention_inputs_sees_each_cross_attention_call(work):
+    pipe = _pipe(work / "base")
+    unet = pipe.unet
+    ids = torch.full((2, 64), pipe.tokenizer.pad_token_id)
+    context = pipe.text_encoder(ids)[0]
+    latents = torch.zeros(2, 4, 4, 4)
+    with torch.no_grad(), cross_attention_inputs(unet) as seen:
+        unet(latents, torch.tensor([10, 10]), encoder_hidden_states=context)
+    n_cross = sum(getattr(m, "is_cross_attention", False) for m in unet.modules())
+    assert n_cross > 0 and len(seen) == n_cross
+    assert all(c is context and h.shape[0] == 2 and h.shape[1] in (16, 4, 1) for _, h, c in seen)
+    assert not any(m._forward_pre_hooks for m in unet.modules())  # removed on exit
+    with cross_attention_inputs(unet, on=False) as none:
+        assert none is None and not any(m._forward_pre_hooks for m in unet.modules())
+
+
+def test_grounding_reaches_the_loss_and_the_card(work, tmp_path, capsys):
+    data = tmp_path / "grounded"
+    data.mkdir()
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+        basket = {"name": "basket", "material": "wicker", "color": None, "count": 2,
+                  "boxes": [[4 * i, 4, 4 * i + 8, 12], [16, 20, 24, 28]]}  # fmt: skip
+        rows.append({"file_name": f"{i}.png", "text": f"a shelf with two wicker baskets {i}",
+                     "objects": [basket]})  # fmt: skip
+    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    weights = {}
+    for w in (0.0, 1.0):
+        recipe = tmp_path / f"r{w:g}.toml"
+        recipe.write_text(
+            f'data = "{data}"\ncaption_columns = ["text"]\nrank = 4\nsteps = 3\nbatch_size = 4\n'
+            f"warmup = 1\ncheckpoint_every = 3\nlr = 1e-2\ngrounding_weight = {w}\n"
+        )
+        out = tmp_path / f"o{w:g}"
+        argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(recipe)]
+        assert main([*argv, "--out", str(out)]) == 0
+        weights[w] = load_file(out / WEIGHT_NAME)
+        card = (out / "README.md").read_text()
+        assert ("phrases of 4 of 4 objects found" in card) == (w == 1.0)
+        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        assert ("grounding" in log[-1]) == (w == 1.0)
+    assert "grounding 1: 4 of 4 listed objects' phrases found" in capsys.readouterr().out
+    assert 0 < log[-1]["grounding"] < 1
+    diffs = [float((weights[0.0][k] - weights[1.0][k]).abs().max()) for k in weights[0.0]]
+    assert max(diffs) > 1e-4
+    assert LoraRecipe().grounding_weight == 0.0
