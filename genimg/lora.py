@@ -128,8 +128,9 @@ class LoraRecipe:
             raise ValueError("lr and text_encoder_lr must be > 0")
         if self.warmup < 0 or self.snr_gamma < 0 or not 0 <= self.caption_dropout < 1:
             raise ValueError("warmup >= 0, snr_gamma >= 0, caption_dropout in [0, 1)")
-        if self.object_weight < 0 or self.grounding_weight < 0:
-            raise ValueError("object_weight and grounding_weight must be >= 0")
+        for key in ("object_weight", "grounding_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not (self.timestep_bias_multiplier > 0 and 0 < self.timestep_bias_portion <= 1):
             raise ValueError(
                 "timestep_bias_multiplier must be > 0, timestep_bias_portion in (0, 1]"

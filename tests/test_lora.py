@@ -369,6 +369,7 @@ def test_bad_recipe_and_occupied_out(work, trained, tmp_path, capsys):
         ("rank = 0\n", "rank must be > 0"),
         ("lernrate = 1\n", "unknown key"),
         ("object_weight = -1\n", "object_weight must be >= 0"),
+        ("grounding_weight = -0.5\n", "grounding_weight must be >= 0, got -0.5"),
         ("timestep_bias_multiplier = 0\n", "timestep_bias_multiplier must be > 0"),
         ("timestep_bias_portion = 1.5\n", "timestep_bias_portion in (0, 1]"),
         ("multires_noise_iterations = -1\n", "multires_noise_iterations must be >= 0"),
