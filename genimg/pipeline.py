@@ -28,6 +28,7 @@ __all__ = [
     "model_name",
     "save_pipeline",
     "set_scheduler",
+    "split_geglu",
 ]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "genimg-base"
@@ -140,6 +141,7 @@ def load_pipeline(model: str | Path = DEFAULT_MODEL, device: str = "cpu", schedu
     # (whose convolutions pick kernels by batch size) see one image's rows at a time.
     batch_invariant_time_embedding(pipe.unet)
     pipe.vae.enable_slicing()
+    split_geglu(pipe.unet)
     # Sampling steps replay traced graphs: the small UNet's steps are mostly Python overhead.
     trace_unet(pipe.unet)
     # oneDNN's convolutions run natively on NHWC weights: 1.09x a traced sampling step and
@@ -165,6 +167,41 @@ def batch_invariant_time_embedding(unet) -> None:
         if not getattr(module, "_genimg_rowwise", False):
             module.forward = _rowwise(module.forward)
             module._genimg_rowwise = True
+
+
+def split_geglu(unet) -> None:
+    """Make the UNet's GEGLU feed-forwards run two linears, value and gate, not one split.
+
+    diffusers' GEGLU projects to both halves at once and splits the result, so the GELU and
+    the product read strided halves; two linears on the two halves of the weight (views: an
+    in-place change of the weight is seen) write contiguous ones. Same result up to float
+    rounding (2e-6 on the UNet's output). A traced UNet call is 1.03x faster at 16 rows
+    (8 images with CFG; faster in 21 of 30 interleaved pairs; 1.06x at 32 rows in 6) and
+    1.01x at 2 (15 of 30: no gain). A projection wrapped by an adapter (a peft layer) keeps
+    diffusers' path.
+    """
+    from diffusers.models.activations import GEGLU
+
+    for module in unet.modules():
+        if isinstance(module, GEGLU) and not getattr(module, "_genimg_split", False):
+            module.forward = _split_forward(module, module.forward)
+            module._genimg_split = True
+
+
+def _split_forward(geglu, diffusers_forward):
+    import torch
+    import torch.nn.functional as F
+
+    def forward(hidden_states, *args, **kwargs):
+        if args or kwargs or type(geglu.proj) is not torch.nn.Linear:
+            return diffusers_forward(hidden_states, *args, **kwargs)
+        weight, bias = geglu.proj.weight, geglu.proj.bias
+        half = weight.shape[0] // 2
+        value = F.linear(hidden_states, weight[:half], None if bias is None else bias[:half])
+        gate = F.linear(hidden_states, weight[half:], None if bias is None else bias[half:])
+        return value * F.gelu(gate)
+
+    return forward
 
 
 def _rowwise(forward):

@@ -466,6 +466,33 @@ def test_adapters_switch_fuse_and_unfuse_cleanly(model_dir, lora_dir):
     assert images[0].size == (64, 64)
 
 
+def test_unfused_adapters_run_in_weight_space_with_pefts_result(model_dir, lora_dir):
+    from peft.tuners.lora.layer import Linear
+
+    specs = [adapters.resolve("bathroom:0.8", lora_dir), adapters.resolve("kitchen:-0.5", lora_dir)]
+    ours = pipeline.load_pipeline(model_dir)
+    adapters.apply(ours, specs, fuse=False)
+    plain = pipeline.load_pipeline(model_dir)  # peft's own layers, as diffusers loads them
+    for lora in specs:
+        plain.load_lora_weights(str(lora.path.parent), adapter_name=lora.name)
+    plain.set_adapters([lora.name for lora in specs], adapter_weights=[0.8, -0.5])
+    outs, calls = {}, {}
+    for name, pipe in (("ours", ours), ("plain", plain)):
+        layers = [m for m in pipe.unet.modules() if isinstance(m, Linear)]
+        seen = calls[name] = []
+        hooks = [
+            m.lora_A["bathroom"].register_forward_hook(lambda *a, seen=seen: seen.append(1))
+            for m in layers
+        ]
+        outs[name] = _unet_out(pipe)
+        for hook in hooks:
+            hook.remove()
+        calls[name] = (len(seen), len(layers))
+    assert calls["ours"] == (0, 56) and calls["plain"] == (56, 56)  # no matmul of x by A
+    assert (outs["plain"] - _unet_out(pipeline.load_pipeline(model_dir))).abs().max() > 1e-3
+    torch.testing.assert_close(outs["ours"], outs["plain"], atol=1e-5, rtol=0)
+
+
 def test_adapter_for_another_base_is_refused_and_base_kept(model_dir, lora_dir):
     pipe = pipeline.load_pipeline(model_dir)
     base = _unet_out(pipe)

@@ -88,3 +88,33 @@ def test_graph_cache_is_bounded(model_dir):
     assert len(unet._genimg_graphs) == _MAX_GRAPHS
     newest = [key[3][1] for key in unet._genimg_graphs]  # the text length of each graph's input
     assert newest == list(range(3, _MAX_GRAPHS + 3))  # the two oldest were dropped
+
+
+def test_split_geglu_gives_diffusers_result_and_leaves_adapted_projections(model_dir):
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    ours = pipeline.load_pipeline(model_dir).unet
+    plain = UNet2DConditionModel.from_pretrained(model_dir / "unet").eval()  # diffusers' GEGLU
+    x, context = _inputs(2)
+    projections = [m.ff.net[0].proj for m in ours.modules() if hasattr(m, "ff")]
+    seen = []
+    hooks = [p.register_forward_hook(lambda *a: seen.append(1)) for p in projections]
+    with torch.no_grad():
+        split = ours(x, 500, encoder_hidden_states=context).sample
+        whole = plain(x, 500, encoder_hidden_states=context).sample
+    for hook in hooks:
+        hook.remove()
+    assert projections and seen == []  # the fused projection never ran: two linears did
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=0)
+    # An adapter on the projection itself: diffusers' path, so the adapter is applied.
+    config = LoraConfig(r=4, target_modules=["net.0.proj"], init_lora_weights=False)
+    for unet in (ours, plain):
+        torch.manual_seed(3)
+        unet.add_adapter(config)
+        unet.eval()
+    with torch.no_grad():
+        adapted = ours(x, 500, encoder_hidden_states=context).sample
+        expected = plain(x, 500, encoder_hidden_states=context).sample
+    assert (adapted - split).abs().max() > 1e-3
+    torch.testing.assert_close(adapted, expected, atol=1e-5, rtol=0)
