@@ -90,6 +90,7 @@ def test_medians_interleave_and_leave_setup_untimed():
 def test_unet_flops_match_a_hand_count(assets):
     """FlopCounterMode's total equals the convolutions, linear layers and attention products
     counted by hand from the shapes each layer sees."""
+    from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
 
     from genimg import pipeline
@@ -107,6 +108,13 @@ def test_unet_flops_match_a_hand_count(assets):
             rows = 1  # the timestep layers compute one row and repeat it (load_pipeline)
         hand.append(2 * rows * m.out_features * m.in_features)
 
+    def geglu(m, args, out):
+        # split_geglu (load_pipeline): two linears on the projection's halves, so its own
+        # forward, and hook, never runs; together they are the whole projection's product.
+        assert m._genimg_split
+        rows = out.numel() // (m.proj.out_features // 2)
+        hand.append(2 * rows * m.proj.out_features * m.proj.in_features)
+
     def attention(m, args, kwargs, out):
         q = args[0] if args else kwargs["hidden_states"]
         k = kwargs.get("encoder_hidden_states")
@@ -121,6 +129,8 @@ def test_unet_flops_match_a_hand_count(assets):
             m.register_forward_hook(linear)
         elif isinstance(m, Attention):
             m.register_forward_hook(attention, with_kwargs=True)
+        elif isinstance(m, GEGLU):
+            m.register_forward_hook(geglu)
     flops = bench.unet_flops_per_image(pipe, 64, 64, guidance_scale=1.0)
     assert flops == sum(hand) > 0
     hand.clear()
