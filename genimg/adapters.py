@@ -184,9 +184,7 @@ def weight_space(module) -> None:
                 or layer.merged
                 or any(_drops(layer.lora_dropout[n]) for n in names)
                 or any(n in layer.lora_variant or layer.lora_B[n].bias is not None for n in names)
-                or layer.base_layer.weight.dtype != x.dtype
-                or any(layer.lora_A[n].weight.dtype != x.dtype for n in names)
-                or any(layer.lora_B[n].weight.dtype != x.dtype for n in names)
+                or any(w.dtype != x.dtype for w in _weights(layer, names))
             ):
                 return peft_forward(x, *args, **kwargs)
             weight = layer.base_layer.weight
@@ -202,6 +200,12 @@ def weight_space(module) -> None:
         if isinstance(layer, Linear) and not getattr(layer, "_genimg_weight_space", False):
             layer.forward = fast(layer, layer.forward)
             layer._genimg_weight_space = True
+
+
+def _weights(layer, names: list[str]) -> list:
+    """The base weight and the active adapters' A and B weights of a peft LoRA linear."""
+    pairs = [(layer.lora_A[n].weight, layer.lora_B[n].weight) for n in names]
+    return [layer.base_layer.weight, *(w for pair in pairs for w in pair)]
 
 
 def _drops(dropout) -> bool:

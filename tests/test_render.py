@@ -479,7 +479,7 @@ def test_unfused_adapters_run_in_weight_space_with_pefts_result(model_dir, lora_
     outs, calls = {}, {}
     for name, pipe in (("ours", ours), ("plain", plain)):
         layers = [m for m in pipe.unet.modules() if isinstance(m, Linear)]
-        seen = calls[name] = []
+        seen = []
         hooks = [
             m.lora_A["bathroom"].register_forward_hook(lambda *a, seen=seen: seen.append(1))
             for m in layers
