@@ -20,6 +20,7 @@ __all__ = [
     "encode_chunked",
     "load_tokenizer",
     "token_chunks",
+    "padding_mask",
     "tokenize",
 ]
 
@@ -182,6 +183,15 @@ def tokenize(tokenizer, captions: list[str], max_tokens: int = MAX_PROMPT_TOKENS
     chunked = [token_chunks(tokenizer, c, max_tokens)[0] for c in captions]
     n = max(len(c) for c in chunked)
     return torch.tensor([chunk_rows(tokenizer, c, n) for c in chunked], dtype=torch.long)
+
+
+def padding_mask(input_ids, window: int, eos_token_id: int):
+    """(B, T) bool of token rows of whole windows: True from each window's BOS to its first
+    EOS, False for the padding after it (CLIP pads with EOS itself, so position decides)."""
+    b, total = input_ids.shape
+    eos = (input_ids.reshape(b, total // window, window) == eos_token_id).int()
+    before = eos.cumsum(-1) - eos  # EOS tokens strictly before each position
+    return (before == 0).reshape(b, total)
 
 
 def encode_chunked(text_encoder, input_ids, trim: bool = True):

@@ -5,11 +5,12 @@
 The colour probe (`assets/compare/probe/prompts.txt`: 10 colours of a sofa and of a rug)
 and three two-colour scenes are rendered with seeds 0-3 by the open model and by the
 adapter (fused), each as genimg renders them and with an `encoder_attention_mask` that
-keeps only BOS..EOS of each prompt (the ~66 padding states after EOS hidden from every
-cross-attention layer). Printed per condition: the checker's presence rate and the rate
-of requested colours it finds right on the probe; written: one grid per scene (rows open,
-open masked, adapter, adapter masked; columns seeds 0-3) and `summary.json`. The models
-were trained with the padding visible, so the mask is applied at render time only.
+keeps only BOS..EOS of each window (`genimg.models.padding_mask`: the ~66 padding states
+after EOS hidden from every cross-attention layer). Printed per condition: the checker's
+presence rate and the rate of requested colours it finds right on the probe; written: one
+grid per scene (rows open, open masked, adapter, adapter masked; columns seeds 0-3) and
+`summary.json`. The models were trained with the padding visible, so the mask is applied
+at render time only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from PIL import Image
 
 from genimg import adapters, pipeline
 from genimg import checker as ck
+from genimg.models import chunk_rows, padding_mask, token_chunks
 from genimg.parse import parse_prompt
+from genimg.prompts import read_prompts
 from genimg.render import render
 
 PROBE = Path(__file__).resolve().parent.parent / "assets" / "compare" / "probe" / "prompts.txt"
@@ -42,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/padding-mask"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    probe = [line.strip() for line in PROBE.read_text().splitlines() if line.strip()]
+    probe = [spec.prompt for spec in read_prompts(PROBE)]
     checker = ck.load_checker(ck.DEFAULT_CHECKER)
     pipes = {"open": pipeline.load_pipeline(), "adapter": pipeline.load_pipeline()}
     adapters.apply(pipes["adapter"], [adapters.resolve(args.lora)], fuse=True)
@@ -55,7 +58,8 @@ def main() -> None:
             asked = present = right = 0
             grids[tag] = []
             for prompt in probe + SCENES:
-                mask["rows"] = (_keep(pipe, ""), _keep(pipe, prompt)) if masked else None
+                n = len(token_chunks(pipe.tokenizer, prompt)[0])  # windows; CFG pads "" to n
+                mask["rows"] = (_keep(pipe, "", n), _keep(pipe, prompt, n)) if masked else None
                 images = render(pipe, prompt, num_images=SEEDS, seed=0)
                 if prompt in SCENES:
                     grids[tag].append(images)
@@ -86,19 +90,19 @@ def _maskable(unet) -> dict:
             negative, positive = state["rows"]
             n = encoder_hidden_states.shape[0] // 2  # CFG rows: negatives, then prompts
             rows = torch.cat([negative.expand(n, -1), positive.expand(n, -1)])
-            kwargs["encoder_attention_mask"] = rows[:, : encoder_hidden_states.shape[1]]
+            kwargs["encoder_attention_mask"] = rows
         return forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
 
     unet.forward = masked
     return state
 
 
-def _keep(pipe, text: str):
-    """(1, window) bool: True for BOS..EOS of `text` in its one window, False for padding."""
-    window = pipe.tokenizer.model_max_length
-    ids = pipe.tokenizer(text, padding="max_length", max_length=window, truncation=True).input_ids
-    eos = ids.index(pipe.tokenizer.eos_token_id)
-    return torch.tensor([[True] * (eos + 1) + [False] * (window - eos - 1)])
+def _keep(pipe, text: str, n: int):
+    """(1, n * window) bool: True for BOS..EOS of each of `text`'s n windows, as genimg
+    tokenizes it to render, False for the padding."""
+    tok = pipe.tokenizer
+    ids = torch.tensor([chunk_rows(tok, token_chunks(tok, text)[0], n)])
+    return padding_mask(ids, tok.model_max_length, tok.eos_token_id)
 
 
 if __name__ == "__main__":
