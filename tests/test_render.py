@@ -161,6 +161,26 @@ def test_training_reads_captions_in_the_chunks_rendering_uses(pipe):
     torch.testing.assert_close(alone, encode_prompt(pipe, short)[0], atol=1e-6, rtol=0)
 
 
+def test_padding_mask_hides_exactly_the_states_after_each_windows_eos(pipe):
+    from genimg.models import encode_chunked, padding_mask, tokenize
+
+    tok = pipe.tokenizer
+    short, long = (len(tok(c, add_special_tokens=False).input_ids) for c in ("a sink", LONG))
+    ids = tokenize(tok, ["a sink", LONG])
+    mask = padding_mask(ids, 77, tok.eos_token_id)
+    assert mask.reshape(2, 3, 77).sum(-1).tolist() == [[short + 2, 2, 2], [77, 77, long - 150 + 2]]
+    assert mask[0, : short + 2].all() and not mask[0, short + 2 : 77].any()
+    # Masking the padding is cutting it: the UNet sees the same keys and values.
+    with torch.no_grad():
+        hidden = encode_chunked(pipe.text_encoder, ids[:1])  # (1, 77, D)
+        x, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)), 500
+        masked = pipe.unet(x, t, hidden, encoder_attention_mask=mask[:1, :77]).sample
+        cut = pipe.unet(x, t, hidden[:, : short + 2]).sample
+        full = pipe.unet(x, t, hidden).sample
+    torch.testing.assert_close(masked, cut, atol=1e-5, rtol=0)
+    assert (masked - full).abs().max() > 1e-3
+
+
 def test_prompt_beyond_the_window_is_cut_with_a_warning(pipe, caplog):
     too_long = LONG + ", " + LONG
     with caplog.at_level(logging.WARNING, logger="genimg"):
