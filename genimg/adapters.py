@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,9 +145,12 @@ def apply(pipe, loras: list[Lora], fuse: bool = True) -> None:
 
 def _load(pipe, lora: Lora) -> None:
     try:
-        pipe.load_lora_weights(
-            str(lora.path.parent), weight_name=lora.path.name, adapter_name=lora.name
-        )
+        with warnings.catch_warnings():
+            # peft warns on every adapter after the first; several adapters are the point here.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            pipe.load_lora_weights(
+                str(lora.path.parent), weight_name=lora.path.name, adapter_name=lora.name
+            )
     except Exception as err:  # shape mismatches surface as RuntimeError/ValueError/KeyError
         _forget(pipe, lora.name)
         raise UsageError(
