@@ -100,6 +100,13 @@ class LoraRecipe:
     # cross-attention layers. A colour word then has a place to bind to instead of the
     # whole picture. 0 = off.
     grounding_weight: float = 0.0
+    # Hide the padding states after each window's EOS from the UNet's cross-attention in
+    # training (`models.padding_mask`). The text encoder is causal, so the ~60 padding
+    # states all carry the whole caption: a channel for a colour word to every pixel. Tried
+    # (catalog card): it binds no colour. genimg renders every adapter with the padding
+    # visible (one trained with the mask scores alike either way);
+    # `scripts/padding_mask_probe.py` renders with the mask too.
+    padding_mask: bool = False
     seed: int = 0
     checkpoint_every: int = 250
     sample_prompts: list[str] = field(default_factory=list)  # card grid: base row, adapter row
@@ -768,6 +775,7 @@ def _train(
                 recipe.snr_gamma,
                 None if data["weights"] is None else data["weights"][image[pick].to(device)],
                 recipe.debiased_estimation,
+                recipe.padding_mask,
             )
             if ground:  # a dropped caption grounds nothing
                 tokens = torch.where(drop[:, None], -1, data["tokens"][pick])
@@ -954,6 +962,11 @@ def _card(
         *(
             ["| SNR weighting | also 1 / sqrt(SNR) per image (debiased estimation) |"]
             if recipe.debiased_estimation
+            else []
+        ),  # fmt: skip
+        *(
+            ["| text padding | hidden from the cross-attention in training (`padding_mask`) |"]
+            if recipe.padding_mask
             else []
         ),  # fmt: skip
         *(

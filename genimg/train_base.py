@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from genimg.checkpoint import Checkpointer, latest_checkpoint
 from genimg.errors import UsageError
-from genimg.models import ModelConfig, encode_chunked, tokenize
+from genimg.models import ModelConfig, encode_chunked, padding_mask, tokenize
 
 __all__ = ["BaseRecipe", "diffusion_loss", "empty_ids", "encode_latents", "lr_at", "train_base"]
 
@@ -160,6 +160,7 @@ def diffusion_loss(
     snr_gamma: float,
     pixel_weight: torch.Tensor | None = None,
     debiased: bool = False,
+    mask_padding: bool = False,
 ) -> torch.Tensor:
     """Epsilon-prediction loss, min-SNR-gamma weighted (Hang et al., 2023, eq. 13).
 
@@ -168,12 +169,18 @@ def diffusion_loss(
     also weighs each image by 1 / sqrt(SNR) (Yu et al., 2023; kohya's
     `debiased_estimation_loss`), SNR capped at 1000: an epsilon loss weighs the error of
     the predicted image by SNR, about 0.005 at the noisiest step, where a region's colour
-    is decided; this lifts that step 15-fold against t = 500.
+    is decided; this lifts that step 15-fold against t = 500. `mask_padding` hides each
+    window's padding states (after its EOS) from the UNet's cross-attention.
     """
     ac = alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     noisy = ac.sqrt() * latents + (1 - ac).sqrt() * noise
     hidden = encode_chunked(text_encoder, input_ids)  # (B, T, C), as genimg renders
-    pred = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+    mask = None
+    if mask_padding:
+        window = text_encoder.config.max_position_embeddings
+        mask = padding_mask(input_ids, window, text_encoder.config.eos_token_id)
+        mask = mask[:, : hidden.shape[1]]  # encode_chunked drops trailing empty windows
+    pred = unet(noisy, timesteps, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
     sq = (pred.float() - noise) ** 2
     mse = (sq if pixel_weight is None else sq * pixel_weight).mean(dim=(1, 2, 3))
     snr = ac.view(-1) / (1 - ac.view(-1))

@@ -456,7 +456,7 @@ def test_debiased_estimation_weighs_each_image_by_one_over_sqrt_snr():
         def __call__(self, ids):
             return (torch.zeros(ids.shape[0], ids.shape[1], 8),)
 
-    def unet(noisy, timesteps, encoder_hidden_states):  # predicts no noise at all
+    def unet(noisy, timesteps, encoder_hidden_states, encoder_attention_mask):  # no noise at all
         return SimpleNamespace(sample=torch.zeros_like(noisy))
 
     ac = torch.tensor([0.999, 0.5, 0.01])  # SNR 999, 1, 1/99
@@ -473,6 +473,35 @@ def test_debiased_estimation_weighs_each_image_by_one_over_sqrt_snr():
         ((torch.tensor([5 / 999.0, 1, 1])) / snr.sqrt()).mean().item(), rel=1e-5
     )
     assert LoraRecipe().debiased_estimation is False
+
+
+def test_padding_mask_hides_each_windows_padding_from_the_unet():
+    from types import SimpleNamespace
+
+    from genimg.train_base import diffusion_loss
+
+    class Encoder:  # windows of 4 tokens, EOS (= padding) 1
+        config = SimpleNamespace(max_position_embeddings=4, eos_token_id=1)
+
+        def __call__(self, ids):
+            return (torch.randn(ids.shape[0], ids.shape[1], 8),)
+
+    seen = []
+
+    def unet(noisy, timesteps, encoder_hidden_states, encoder_attention_mask):
+        seen.append(encoder_attention_mask)
+        return SimpleNamespace(sample=torch.zeros_like(noisy))
+
+    # BOS 0; row 0: "5" and an empty window; row 1: "5 6" filling its window, then "9"
+    ids = torch.tensor([[0, 5, 1, 1, 0, 1, 1, 1], [0, 5, 6, 1, 0, 9, 1, 1]])
+    z = torch.zeros(2, 4, 2, 2)
+    for masked in (True, False):
+        diffusion_loss(
+            unet, Encoder(), z, ids, z, torch.tensor([1, 2]), torch.full((3,), 0.5), 0.0,
+            mask_padding=masked,
+        )  # fmt: skip
+    assert seen[0].tolist() == [[1, 1, 1, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0]]
+    assert seen[1] is None and LoraRecipe().padding_mask is False
 
 
 def test_grounding_tokens_map_each_phrase_to_its_object():
