@@ -208,8 +208,11 @@ def weight_space(module) -> None:
 
 def _weights(layer, names: list[str]) -> list:
     """The base weight and the active adapters' A and B weights of a peft LoRA linear."""
-    pairs = [(layer.lora_A[n].weight, layer.lora_B[n].weight) for n in names]
-    return [layer.base_layer.weight, *(w for pair in pairs for w in pair)]
+    return [
+        layer.base_layer.weight,
+        *(layer.lora_A[n].weight for n in names),
+        *(layer.lora_B[n].weight for n in names),
+    ]
 
 
 def _drops(dropout) -> bool:

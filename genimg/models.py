@@ -19,8 +19,8 @@ __all__ = [
     "build_components",
     "encode_chunked",
     "load_tokenizer",
-    "token_chunks",
     "padding_mask",
+    "token_chunks",
     "tokenize",
 ]
 
