@@ -69,6 +69,12 @@ class CheckerRecipe:
     # in the room ("no armchair" beside a sofa), its presence loss counts this many times.
     hard_negatives: dict[str, list[str]] = field(default_factory=dict)
     hard_negative_weight: float = 1.0
+    # Fragments: this share of each batch is cut into k x k tiles (k drawn from
+    # fragment_grids) put back in a random order. An object stays present only where one of
+    # its boxes lies inside one tile; a cut one is labelled absent, so the checker learns
+    # that pieces of a sink are not a sink (generated fragment pictures fooled it).
+    fragment_p: float = 0.0
+    fragment_grids: list[int] = field(default_factory=lambda: [2, 4, 8])
     checkpoint_every: int = 500
     log_every: int = 50
     max_minutes: float = 0.0  # stop early (and still save) after this long; 0 = no limit
@@ -82,6 +88,12 @@ class CheckerRecipe:
             raise ValueError("hidden sizes must be multiples of heads")
         if not 0 <= self.blur_p <= 1 or not 0 <= self.downscale_p <= 1 or self.lr <= 0:
             raise ValueError("blur_p, downscale_p in [0, 1]; lr > 0")
+        if not 0 <= self.fragment_p <= 1:
+            raise ValueError("fragment_p must be in [0, 1]")
+        if not self.fragment_grids or any(
+            k < 2 or self.image_size % k for k in self.fragment_grids
+        ):
+            raise ValueError(f"fragment_grids: each >= 2 and a divisor of {self.image_size}")
         if self.hard_negative_weight <= 0:
             raise ValueError("hard_negative_weight must be positive")
         unknown = sorted(
@@ -201,6 +213,74 @@ def labels_for(
         hard = (lab["present"][:, j] == 0) & (lab["present"][:, there].sum(1) > 0)
         lab["present_weight"][hard, j] = weight
     return lab
+
+
+def fragment_labels(rows: list[dict], grids: list[int], size: int) -> dict[int, dict]:
+    """Per grid k: the labels of each image cut into k x k tiles (boxes in `size` pixels).
+    `present` keeps an object only where one of its boxes lies inside one tile; `whole`
+    where all of them do (its count still holds); `known` is False for an object without
+    boxes (its presence there is not trained)."""
+    names = list(OBJECTS)
+    out = {}
+    for k in grids:
+        tile = size / k
+        lab = {
+            key: torch.zeros(len(rows), len(names), dtype=torch.bool)
+            for key in ("present", "whole")
+        }
+        lab["known"] = torch.ones(len(rows), len(names), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            for e in row["objects"]:
+                j, boxes = names.index(e["name"]), e.get("boxes") or []
+                inside = [
+                    x0 // tile == (x1 - 1) // tile and y0 // tile == (y1 - 1) // tile
+                    for x0, y0, x1, y1 in boxes
+                ]
+                lab["present"][i, j] = any(inside)
+                lab["whole"][i, j] = bool(inside) and all(inside)
+                lab["known"][i, j] = bool(boxes)
+        out[k] = lab
+    return out
+
+
+def shuffle_tiles(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """x (B, C, S, S): each image cut into k x k tiles put back in a random order (from g)."""
+    b, c, s, _ = x.shape
+    t = s // k
+    tiles = x.unfold(2, t, t).unfold(3, t, t).reshape(b, c, k * k, t, t)
+    order = torch.rand(b, k * k, generator=g).argsort(dim=1).to(x.device)
+    tiles = tiles[torch.arange(b, device=x.device)[:, None], :, order]  # (B, k*k, C, t, t)
+    return tiles.reshape(b, k, k, c, t, t).permute(0, 3, 1, 4, 2, 5).reshape(b, c, s, s)
+
+
+def fragment(
+    x: torch.Tensor,
+    lab: dict[str, torch.Tensor],
+    idx: torch.Tensor,
+    frag: dict[int, dict],
+    p: float,
+    g: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Shuffle the tiles of a share p of the batch x (B, 3, S, S), images idx of the data,
+    and give those images their fragment labels (`fragment_labels`). Draws come from g."""
+    b, grids = x.shape[0], list(frag)
+    chosen = torch.rand(b, generator=g) < p
+    grid = torch.randint(len(grids), (b,), generator=g)
+    x, lab = x.clone(), {key: v.clone() for key, v in lab.items()}
+    for n, k in enumerate(grids):
+        rows = torch.nonzero(chosen & (grid == n)).flatten()
+        if not len(rows):
+            continue
+        dev = x.device
+        x[rows.to(dev)] = shuffle_tiles(x[rows.to(dev)], k, g)
+        f = {key: v[idx[rows]].to(dev) for key, v in frag[k].items()}
+        rows = rows.to(dev)
+        lab["present"][rows] = f["present"].float()
+        lab["present_weight"][rows] = f["known"].float()
+        for key in ("material", "color"):
+            lab[key][rows] = lab[key][rows].masked_fill(~f["present"], -100)
+        lab["count"][rows] = lab["count"][rows].masked_fill(~f["whole"], -100)
+    return x, lab
 
 
 def checker_loss(
@@ -336,7 +416,7 @@ def _autocast(device: str):
 
 
 def _fit(
-    model, tok, table, images, lab, r: CheckerRecipe, out: Path, device: str, resume: bool
+    model, tok, table, images, lab, frag, r: CheckerRecipe, out: Path, device: str, resume: bool
 ) -> dict:
     """The training loop; returns steps done and wall time."""
     from genimg.checkpoint import Checkpointer, latest_checkpoint
@@ -359,7 +439,11 @@ def _fit(
     while step < r.steps:
         g = torch.Generator().manual_seed(r.seed * 1_000_003 + step)  # step s draws the same
         idx = torch.randint(len(images), (r.batch_size,), generator=g)
-        x = augment(images[idx.to(images.device)].to(device).float() / 255, r, g)
+        x = images[idx.to(images.device)].to(device).float() / 255
+        batch_lab = {k: v[idx].to(device) for k, v in lab.items()}
+        if r.fragment_p > 0:
+            x, batch_lab = fragment(x, batch_lab, idx, frag, r.fragment_p, g)
+        x = augment(x, r, g)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, r.steps, r.lr, r.warmup)
         with _autocast(device):
@@ -367,7 +451,6 @@ def _fit(
             txt = model.get_text_features(**tok)
         img = F.normalize(getattr(img, "pooler_output", img).float(), dim=-1)  # (B, D)
         txt = F.normalize(getattr(txt, "pooler_output", txt).float(), dim=-1)  # (T, D)
-        batch_lab = {k: v[idx].to(device) for k, v in lab.items()}
         loss, parts = checker_loss(
             img, txt, model.logit_scale.exp().clamp(max=100), table, batch_lab
         )
@@ -462,6 +545,7 @@ def train_checker(
     images, rows, ds = _load(r.data, r.image_size)
     images = images.to(device)
     lab = labels_for(rows, r.hard_negatives, r.hard_negative_weight)
+    frag = fragment_labels(rows, r.fragment_grids, ds.images.shape[1]) if r.fragment_p else {}
     print(
         f"data: {len(rows)} images from {ds.source} in {time.perf_counter() - t:.0f} s; "
         f"{len(table.texts)} checker texts; "
@@ -475,7 +559,7 @@ def train_checker(
         "device": device,
         "command": command,
         "init": str(init) if init is not None else None,
-        **_fit(model, tok, table, images, lab, r, out, device, resume),
+        **_fit(model, tok, table, images, lab, frag, r, out, device, resume),
     }
     # 3. Save as a self-contained transformers CLIP folder (fp16 safetensors), then reload
     #    it the way users will, and calibrate and evaluate that.
@@ -545,6 +629,8 @@ def leg_record(r: CheckerRecipe, summary: dict, report: dict) -> dict:
         "lr": r.lr,
         "hard_negatives": r.hard_negatives,
         "hard_negative_weight": r.hard_negative_weight,
+        "fragment_p": r.fragment_p,
+        "fragment_grids": r.fragment_grids,
         "recipe": "recipe.json",
         "eval_data": r.eval_data,
         "scores": {**report["summary"], "presence_auc_min_object": min(auc, key=auc.get)},
@@ -589,6 +675,9 @@ def _leg_line(i: int, leg: dict) -> str:
         if leg.get("hard_negatives")
         else ""
     )
+    if leg.get("fragment_p"):
+        grids = ", ".join(f"{k}x{k}" for k in leg["fragment_grids"])
+        hard += f"; {leg['fragment_p']:.0%} of each batch cut into {grids} tiles (fragments)"
     start = f"from `{leg['init']}`" if leg.get("init") else "from random weights"
     return (
         f"{i}. {f'`{cmd}`: ' if (cmd := leg.get('command')) else ''}{start}, on "

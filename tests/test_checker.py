@@ -239,6 +239,58 @@ def test_hard_negatives_weigh_the_absent_object_beside_a_look_alike(tmp_path):
         ct.CheckerRecipe.from_toml(bad)
 
 
+def test_fragments_shuffle_tiles_and_keep_only_uncut_objects(tmp_path):
+    def obj(name, *boxes, count=1):
+        m = OBJECTS[name].materials[0]
+        return {"name": name, "material": m, "color": None, "count": count, "boxes": list(boxes)}
+
+    # 128 px boxes; at k = 2 the tiles are 64 px: the rug crosses x = 64, the sink does not,
+    # one of the two baskets crosses y = 64, and the mirror has no boxes.
+    row = {
+        "objects": [
+            obj("sink", [10, 10, 50, 50]),
+            obj("rug", [40, 90, 100, 120]),
+            obj("basket", [70, 10, 90, 30], [70, 50, 90, 80], count=2),
+            obj("mirror"),
+        ]
+    }
+    names = list(OBJECTS)
+    sink, rug, basket, mirror = (names.index(n) for n in ("sink", "rug", "basket", "mirror"))
+    frag = ct.fragment_labels([row], [2, 8], 128)
+    f2, f8 = frag[2], frag[8]
+    assert f2["present"][0].nonzero().flatten().tolist() == sorted([sink, basket])
+    assert f2["whole"][0].nonzero().flatten().tolist() == [sink]  # one basket is cut
+    assert f2["known"][0, mirror].item() is False and f2["known"].sum() == len(OBJECTS) - 1
+    assert not f8["present"].any()  # 16 px tiles cut every box here
+
+    lab = ct.labels_for([row, row])
+    x = torch.rand(2, 3, 8, 8)
+    before = x.clone()
+    g = torch.Generator().manual_seed(0)
+    fx, flab = ct.fragment(x, lab, torch.tensor([0, 0]), {2: f2}, 1.0, g)
+
+    def tiles(t):  # the 4 x 4 tiles of one image, as sorted pixel lists
+        return sorted(t[:, a : a + 4, b : b + 4].flatten().tolist() for a in (0, 4) for b in (0, 4))
+
+    # Each tile of the output is one of the input's tiles, each used once.
+    assert all(tiles(fx[i]) == tiles(x[i]) for i in range(2))
+    assert not torch.equal(fx, x) and torch.equal(x, before)  # the input is untouched
+    assert flab["present"][0].nonzero().flatten().tolist() == sorted([sink, basket])
+    assert flab["present_weight"][0, mirror] == 0 and flab["present_weight"][0, rug] == 1
+    assert (
+        flab["material"][0, rug] == -100 and flab["material"][0, sink] == lab["material"][0, sink]
+    )
+    assert flab["count"][0, basket] == -100 and lab["count"][0, basket] == 1
+    assert lab["present"][0, rug] == 1  # the labels given were not changed in place
+    # p = 0 shuffles nothing.
+    same, same_lab = ct.fragment(x, lab, torch.tensor([0, 0]), {2: f2}, 0.0, g)
+    assert torch.equal(same, x) and torch.equal(same_lab["present"], lab["present"])
+    bad = tmp_path / "r.toml"
+    bad.write_text("fragment_grids = [3]\n")  # 64 px is not cut into thirds
+    with pytest.raises(UsageError, match="fragment_grids"):
+        ct.CheckerRecipe.from_toml(bad)
+
+
 def test_loss_prefers_the_truth():
     table = ct.text_table(ck.TRAINED_TEMPLATES)
     lab = ct.labels_for(_rows(8))
@@ -283,19 +335,24 @@ def test_recipe_rejects_unknown_keys(tmp_path):
 def test_resume_is_exact(tmp_path):
     from genimg.models import load_tokenizer
 
-    r = ct.CheckerRecipe(**TINY)
+    r = ct.CheckerRecipe(**TINY, fragment_p=0.5, fragment_grids=[2, 4])
     tok = load_tokenizer(max_length=r.text_max_length)
     table = ct.text_table(ck.TRAINED_TEMPLATES)
     ids = dict(tok(table.texts, padding=True, return_tensors="pt"))
     rows = _rows(16)
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    for i, row in enumerate(rows):  # boxes so that some objects survive the 2 x 2 cut
+        for j, o in enumerate(row["objects"]):
+            o["boxes"] = [[4 * j, 4 * (i % 4), 4 * j + 10, 4 * (i % 4) + 10]]
+    frag = ct.fragment_labels(rows, r.fragment_grids, 32)
+    assert 0 < int(frag[2]["present"].sum()) < sum(len(row["objects"]) for row in rows)
 
     def train(out: Path, steps: int, resume: bool):
         torch.manual_seed(0)
         model = ct.build_model(r, tok)
         r.steps = steps
         out.mkdir(exist_ok=True)
-        ct._fit(model, ids, table, images, ct.labels_for(rows), r, out, "cpu", resume)
+        ct._fit(model, ids, table, images, ct.labels_for(rows), frag, r, out, "cpu", resume)
         return model.state_dict()
 
     straight = train(tmp_path / "a", 4, False)
