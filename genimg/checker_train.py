@@ -262,19 +262,19 @@ def fragment(
     g: torch.Generator,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Shuffle the tiles of a share p of the batch x (B, 3, S, S), images idx of the data,
-    and give those images their fragment labels (`fragment_labels`). Draws come from g."""
-    b, grids = x.shape[0], list(frag)
+    and give those images their fragment labels (`fragment_labels`; a hard negative's
+    extra weight does not carry over to a shuffled image). Draws come from g."""
+    b, grids, dev = x.shape[0], list(frag), x.device
     chosen = torch.rand(b, generator=g) < p
     grid = torch.randint(len(grids), (b,), generator=g)
     x, lab = x.clone(), {key: v.clone() for key, v in lab.items()}
     for n, k in enumerate(grids):
-        rows = torch.nonzero(chosen & (grid == n)).flatten()
-        if not len(rows):
+        picked = torch.nonzero(chosen & (grid == n)).flatten()
+        if not len(picked):
             continue
-        dev = x.device
-        x[rows.to(dev)] = shuffle_tiles(x[rows.to(dev)], k, g)
-        f = {key: v[idx[rows]].to(dev) for key, v in frag[k].items()}
-        rows = rows.to(dev)
+        f = {key: v[idx[picked]].to(dev) for key, v in frag[k].items()}
+        rows = picked.to(dev)
+        x[rows] = shuffle_tiles(x[rows], k, g)
         lab["present"][rows] = f["present"].float()
         lab["present_weight"][rows] = f["known"].float()
         for key in ("material", "color"):

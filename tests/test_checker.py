@@ -418,6 +418,12 @@ def test_cli_init_warm_starts_and_the_card_lists_every_leg(tiny_dir, tmp_path, m
     (model / ct.LEGS_FILE).write_text(json.dumps(legs))
     ct.rewrite_card(model)
     assert f"3. from `{first}`, on `catalog:24:21:checker`" in (model / "README.md").read_text()
+    assert legs[2]["fragment_p"] == 0 and "fragments" not in card
+    legs[2].update(fragment_p=0.25, fragment_grids=[2, 4])  # a leg that shuffled tiles
+    (model / ct.LEGS_FILE).write_text(json.dumps(legs))
+    ct.rewrite_card(model)
+    shuffled = "; 25% of each batch cut into 2x2, 4x4 tiles (fragments), on cpu"
+    assert shuffled in (model / "README.md").read_text()
     assert "| 3 (shipped) | " in card and card.count("(shipped)") == 1
     assert "the first model's notes" not in card  # notes describe one model, not its heirs
     assert not (model / ct.NOTES_FILE).exists()
