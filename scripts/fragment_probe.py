@@ -31,20 +31,17 @@ def main() -> None:
     lab = ct.labels_for(rows)
     frag = ct.fragment_labels(rows, list(GRIDS), ds.images.shape[1])
     there = lab["present"].bool()
-    views = {1: (imgs, there)}
+    views, x, every = {1: (imgs, there)}, imgs.float(), torch.arange(len(rows))
     for k in GRIDS:
-        x = imgs.float()
-        cut, _ = ct.fragment(
-            x, lab, torch.arange(len(rows)), {k: frag[k]}, 1.0, torch.Generator().manual_seed(k)
-        )
+        g = torch.Generator().manual_seed(k)
+        cut, _ = ct.fragment(x, lab, every, {k: frag[k]}, 1.0, g)
         views[k] = (cut.round().to(torch.uint8), frag[k]["present"])
+    asked = [{"object": o} for o in OBJECTS]
     for path in sys.argv[1:] or [str(ck.DEFAULT_CHECKER)]:
         checker = ck.load_checker(path)
-        for k, (x, kept) in views.items():
-            emb = ck.embed_images(checker, x.permute(0, 2, 3, 1).numpy())
-            calls = torch.stack(
-                [ck.presence(checker, emb, o) >= ck._threshold(checker, o) for o in OBJECTS], 1
-            )
+        for k, (images, kept) in views.items():
+            results = ck.check(checker, images.permute(0, 2, 3, 1).numpy(), asked)
+            calls = torch.tensor([[o["present"] for o in r["objects"]] for r in results])
             print(
                 f"{path}  {k}x{k}: present called on kept {_rate(calls, kept)}, "
                 f"cut {_rate(calls, there & ~kept)}, absent {_rate(calls, ~there)}",
