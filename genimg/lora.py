@@ -62,6 +62,12 @@ class LoraRecipe:
     caption_columns: list[str] = field(default_factory=lambda: ["text", "text_ja"])
     scenes: list[str] = field(default_factory=list)  # keep rows of these scenes; [] = all
     rank: int = 32
+    # UNet layers that get LoRA, as peft's target_modules (module name suffixes). The
+    # default is diffusers' example: the attention projections. Adding the transformer
+    # blocks' proj_in/proj_out and feed-forward and the ResNet convs ("conv1", "conv2":
+    # kohya's LoCon) lets the adapter change how things are drawn, not only where the
+    # caption is attended.
+    unet_targets: list[str] = field(default_factory=lambda: list(UNET_TARGETS))
     alpha: int = 0  # lora_alpha; 0 = the rank (scale 1), as diffusers' example sets it
     train_text_encoder: bool = True  # LoRA on the text encoder too: catalog words must bind
     steps: int = 1500
@@ -146,6 +152,8 @@ class LoraRecipe:
             raise ValueError(
                 "multires_noise_iterations must be >= 0, multires_noise_discount in (0, 1]"
             )
+        if not self.unet_targets or not all(self.unet_targets):
+            raise ValueError("unet_targets must be a non-empty list of UNet module names")
         if not self.caption_columns or not all(self.caption_columns):
             raise ValueError("caption_columns must be a non-empty list of column names")
 
@@ -410,7 +418,7 @@ def _add_adapters(pipe, recipe: LoraRecipe) -> dict:
 
     for model in (pipe.vae, pipe.unet, pipe.text_encoder):
         model.requires_grad_(False)
-    targets = {"unet": UNET_TARGETS}
+    targets = {"unet": recipe.unet_targets}
     if recipe.train_text_encoder:
         targets["text_encoder"] = TEXT_TARGETS
     torch.manual_seed(recipe.seed)  # peft's gaussian init of lora_A draws from the global RNG
@@ -843,7 +851,15 @@ def _save_diffusers(pipe, configs: dict, out: Path) -> None:
 
     tmp = out / ".export.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    layers = {n: convert_state_dict_to_diffusers(_lora_layers(pipe, n)) for n in configs}
+    layers = {}
+    for name in configs:
+        peft_keys = _lora_layers(pipe, name)
+        legacy = convert_state_dict_to_diffusers(peft_keys)
+        # The legacy rename (to_q.lora.down) knows only attention projections, and diffusers
+        # reads a file's key style from its first key: one with convs or feed-forwards
+        # (`unet_targets`) keeps peft's lora_A / lora_B keys throughout, which it also loads.
+        mixed = any(".lora_A." in k or ".lora_B." in k for k in legacy)
+        layers[name] = peft_keys if mixed else legacy
     # The adapter metadata carries lora_alpha; without it diffusers loads alpha = rank.
     meta = {n: {**cfg.to_dict(), "base_model_name_or_path": None} for n, cfg in configs.items()}
     StableDiffusionPipeline.save_lora_weights(
@@ -924,7 +940,12 @@ def _card(
         "",
         recipe.description or "A LoRA adapter for the genimg base model.",
         "",
-        f"LoRA rank {recipe.rank}, alpha {recipe.lora_alpha:g}, on the UNet attention projections"
+        f"LoRA rank {recipe.rank}, alpha {recipe.lora_alpha:g}, on the UNet's "
+        + (
+            "attention projections"
+            if recipe.unet_targets == UNET_TARGETS
+            else ", ".join(f"`{t}`" for t in recipe.unet_targets)
+        )
         + (" and the text encoder's" if recipe.train_text_encoder else "")
         + f", for the base model `{ident['base']['model']}` ({ident['base']['summary']}; "
         f"architecture {ident['base']['arch_hash']}, weights {ident['base']['model_hash']}).",

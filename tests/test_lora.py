@@ -607,3 +607,38 @@ def test_grounding_reaches_the_loss_and_the_card(work, tmp_path, capsys):
     diffs = [float((weights[0.0][k] - weights[1.0][k]).abs().max()) for k in weights[0.0]]
     assert max(diffs) > 1e-4
     assert LoraRecipe().grounding_weight == 0.0
+
+
+def test_unet_targets_adapt_convs_and_feed_forwards_in_both_formats(work, tmp_path):
+    """LoCon-style targets: the ResNet convs and the feed-forwards get LoRA too, and the
+    diffusers and kohya files load back into vanilla diffusers as the same weights."""
+    targets = '["to_k", "to_q", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", '
+    targets += '"ff.net.2", "conv1", "conv2"]'
+    recipe = tmp_path / "locon.toml"
+    recipe.write_text(
+        (work / "recipe.toml").read_text(encoding="utf-8").replace("steps = 12", "steps = 3")
+        + f"unet_targets = {targets}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "locon"
+    argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(recipe), "--out", str(out)]
+    assert main([*argv, "--export", "kohya"]) == 0
+    saved = load_file(str(out / WEIGHT_NAME))
+    conv = [k for k in saved if ".resnets.0.conv1.lora_A" in k]
+    assert conv and saved[conv[0]].dim() == 4 and saved[conv[0]].shape[0] == 4  # (r, in, 3, 3)
+    assert any(".ff.net.2.lora_B" in k for k in saved) and any("proj_in.lora" in k for k in saved)
+    assert "`conv1`" in (out / "README.md").read_text(encoding="utf-8")
+    a, b = _pipe(work / "base"), _pipe(work / "base")
+    a.load_lora_weights(str(out), adapter_name="x")
+    b.load_lora_weights(str(out / "locon.safetensors"), adapter_name="x")
+    ta, tb = _lora_tensors(a), _lora_tensors(b)
+    assert ta.keys() == tb.keys() and len(ta) == len(saved)
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+    assert validate_adapter(resolve_adapter(out), a) == []
+
+
+def test_unet_targets_must_name_modules():
+    with pytest.raises(ValueError, match="unet_targets"):
+        LoraRecipe(unet_targets=[])
+    assert LoraRecipe().unet_targets == ["to_k", "to_q", "to_v", "to_out.0"]

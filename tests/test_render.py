@@ -410,8 +410,15 @@ def test_bad_models_exit_2_and_write_nothing(
 # -- adapters --------------------------------------------------------------------------------
 
 
-def _make_lora(model_dir: Path, out: Path, seed: int, cross_dim: int | None = None) -> Path:
-    """A random rank-4 LoRA on the UNet attention, saved as diffusers' training script does."""
+ATTENTION = ["to_k", "to_q", "to_v", "to_out.0"]
+LOCON = [*ATTENTION, "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2"]
+
+
+def _make_lora(
+    model_dir: Path, out: Path, seed: int, cross_dim: int | None = None, targets=ATTENTION
+) -> Path:
+    """A random rank-4 LoRA on the UNet attention (or `targets`), saved as diffusers' training
+    script does (peft's keys where the legacy rename does not know a target, as genimg does)."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
@@ -428,16 +435,19 @@ def _make_lora(model_dir: Path, out: Path, seed: int, cross_dim: int | None = No
         r=4,
         lora_alpha=4,
         init_lora_weights="gaussian",
-        target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+        target_modules=targets,
     )
     unet.add_adapter(config)
     with torch.no_grad():
         for name, param in unet.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.05)  # B starts at zero; make the adapter do something
+    layers = get_peft_model_state_dict(unet)
     StableDiffusionPipeline.save_lora_weights(
         out,
-        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+        unet_lora_layers=convert_state_dict_to_diffusers(layers)
+        if targets == ATTENTION
+        else layers,
         unet_lora_adapter_metadata=config.to_dict(),
         safe_serialization=True,
     )
@@ -450,6 +460,7 @@ def lora_dir(model_dir, tmp_path_factory) -> Path:
     _make_lora(model_dir, root / "bathroom", seed=1)
     _make_lora(model_dir, root / "kitchen", seed=2)
     _make_lora(model_dir, root / "other-base", seed=3, cross_dim=64)
+    _make_lora(model_dir, root / "locon", seed=4, targets=LOCON)
     (root / "pickled.ckpt").write_bytes(pickle.dumps(_Marker(root / "UNPICKLED")))
     (root / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     return root
@@ -463,12 +474,13 @@ def _unet_out(pipe) -> torch.Tensor:
         return pipe.unet(x, 500, encoder_hidden_states=context).sample
 
 
-def test_adapters_switch_fuse_and_unfuse_cleanly(model_dir, lora_dir):
+@pytest.mark.parametrize("name", ["bathroom", "locon"])  # locon: convs and feed-forwards too
+def test_adapters_switch_fuse_and_unfuse_cleanly(model_dir, lora_dir, name):
     pipe = pipeline.load_pipeline(model_dir)  # its own: adapters change the modules
     unet = pipe.unet
     base = _unet_out(pipe)
-    bath = adapters.resolve("bathroom:0.8", lora_dir)
-    assert (bath.name, bath.weight) == ("bathroom", 0.8)
+    bath = adapters.resolve(f"{name}:0.8", lora_dir)
+    assert (bath.name, bath.weight) == (name, 0.8)
     adapters.apply(pipe, [bath], fuse=False)
     unfused = _unet_out(pipe)
     assert (unfused - base).abs().max() > 1e-3
@@ -525,7 +537,10 @@ def test_adapter_for_another_base_is_refused_and_base_kept(model_dir, lora_dir):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("nothing", "unknown adapter 'nothing'; in .*: bathroom, broken, kitchen, other-base"),
+        (
+            "nothing",
+            "unknown adapter 'nothing'; in .*: bathroom, broken, kitchen, locon, other-base",
+        ),
         ("bathroom:2.5", "expected a number in \\[-2.0, 2.0\\]"),
         ("bathroom:nan", "expected a number"),
         ("pickled.ckpt", "pickle file; refusing"),
