@@ -162,23 +162,27 @@ def _load(pipe, lora: Lora) -> None:
 
 
 def weight_space(module) -> None:
-    """Run the unfused LoRA linear layers of `module` as one linear on W + s * B @ A (idempotent).
+    """Run the unfused LoRA layers of `module` as one linear or conv on W + s * B @ A
+    (idempotent).
 
     peft's unfused layer adds two activation matmuls, a scale and a sum to each adapted
     projection (56 in genimg's UNet); the ops are small, so their number is their cost. One
     rank-r matmul on the weights, then the base layer's linear, halves it: the shipped
     catalog adapter costs 0.076 of a traced UNet call at 2 CFG rows against peft's 0.155,
     0.048 against 0.071 at 32 rows (each against its pipeline with the adapter off, 20
-    interleaved rounds in one process). The weights are never changed. The result is peft's
-    up to float rounding (2e-6 on the UNet's output). A layer that is disabled, merged, with
-    an active dropout, of a LoRA variant (DoRA), with a LoRA bias or called with extra
-    arguments takes peft's own path.
+    interleaved rounds in one process). A conv adapter (`unet_targets` with "conv1") is the
+    same product: A is a k x k conv to r channels, B a 1 x 1 conv back, so B @ A flattened
+    is a k x k kernel. The weights are never changed. The result is peft's up to float
+    rounding (2e-6 on the UNet's output). A layer that is disabled, merged, with an active
+    dropout, of a LoRA variant (DoRA), with a LoRA bias, a grouped or dilated conv, or
+    called with extra arguments takes peft's own path.
     """
-    import torch
     import torch.nn.functional as F
-    from peft.tuners.lora.layer import Linear
+    from peft.tuners.lora.layer import Conv2d, Linear
 
     def fast(layer, peft_forward):
+        conv = isinstance(layer, Conv2d)
+
         def forward(x, *args, **kwargs):
             names = [n for n in layer.active_adapters if n in layer.lora_A]
             if (
@@ -189,25 +193,61 @@ def weight_space(module) -> None:
                 or any(_drops(layer.lora_dropout[n]) for n in names)
                 or any(n in layer.lora_variant or layer.lora_B[n].bias is not None for n in names)
                 or any(w.dtype != x.dtype for w in _weights(layer, names))
+                or (conv and not _plain_conv(layer, names))
             ):
                 return peft_forward(x, *args, **kwargs)
-            weight = layer.base_layer.weight
-            for n in names:
-                weight = torch.addmm(
-                    weight, layer.lora_B[n].weight, layer.lora_A[n].weight, alpha=layer.scaling[n]
-                )
+            weight = _merged(layer, names)
+            if conv:
+                return layer.base_layer._conv_forward(x, weight, layer.base_layer.bias)
             return F.linear(x, weight, layer.base_layer.bias)
 
         return forward
 
     for layer in module.modules():
-        if isinstance(layer, Linear) and not getattr(layer, "_genimg_weight_space", False):
+        if isinstance(layer, Linear | Conv2d) and not getattr(layer, "_genimg_weight_space", False):
             layer.forward = fast(layer, layer.forward)
             layer._genimg_weight_space = True
 
 
+def _merged(layer, names: list[str]):
+    """W + sum of s * B @ A over the active adapters, in W's shape and memory format."""
+    import torch
+
+    base = layer.base_layer.weight
+    weight = base.reshape(base.shape[0], -1)  # a view of a linear's (out, in)
+    for n in names:
+        weight = torch.addmm(
+            weight,
+            layer.lora_B[n].weight.flatten(1),  # (out, r)
+            layer.lora_A[n].weight.flatten(1),  # (r, in * k * k)
+            alpha=layer.scaling[n],
+        )
+    if base.dim() == 4:
+        weight = weight.view(base.shape)  # (out, in, k, k)
+        if not base.is_contiguous() and base.is_contiguous(memory_format=torch.channels_last):
+            weight = weight.contiguous(memory_format=torch.channels_last)  # as the UNet's NHWC
+    return weight
+
+
+def _plain_conv(layer, names: list[str]) -> bool:
+    """Whether a conv adapter is a k x k conv A and a 1 x 1 conv B on an ungrouped base."""
+    base = layer.base_layer
+    return (
+        base.groups == 1
+        and base.dilation == (1, 1)
+        and all(
+            layer.lora_A[n].kernel_size == base.kernel_size
+            and layer.lora_A[n].stride == base.stride
+            and layer.lora_A[n].padding == base.padding
+            and layer.lora_A[n].dilation == (1, 1)
+            and layer.lora_B[n].kernel_size == (1, 1)
+            for n in names
+        )
+    )
+
+
 def _weights(layer, names: list[str]) -> list:
-    """The base weight and the active adapters' A and B weights of a peft LoRA linear."""
+    """The base weight and the active adapters' A and B weights of a peft LoRA layer."""
     return [
         layer.base_layer.weight,
         *(layer.lora_A[n].weight for n in names),

@@ -498,10 +498,11 @@ def test_adapters_switch_fuse_and_unfuse_cleanly(model_dir, lora_dir, name):
     assert images[0].size == (64, 64)
 
 
-def test_unfused_adapters_run_in_weight_space_with_pefts_result(model_dir, lora_dir):
-    from peft.tuners.lora.layer import Linear
+@pytest.mark.parametrize("first", ["bathroom", "locon"])
+def test_unfused_adapters_run_in_weight_space_with_pefts_result(model_dir, lora_dir, first):
+    from peft.tuners.lora.layer import Conv2d, Linear
 
-    specs = [adapters.resolve("bathroom:0.8", lora_dir), adapters.resolve("kitchen:-0.5", lora_dir)]
+    specs = [adapters.resolve(f"{first}:0.8", lora_dir), adapters.resolve("kitchen:-0.5", lora_dir)]
     ours = pipeline.load_pipeline(model_dir)
     adapters.apply(ours, specs, fuse=False)
     plain = pipeline.load_pipeline(model_dir)  # peft's own layers, as diffusers loads them
@@ -510,17 +511,22 @@ def test_unfused_adapters_run_in_weight_space_with_pefts_result(model_dir, lora_
     plain.set_adapters([lora.name for lora in specs], adapter_weights=[0.8, -0.5])
     outs, calls = {}, {}
     for name, pipe in (("ours", ours), ("plain", plain)):
-        layers = [m for m in pipe.unet.modules() if isinstance(m, Linear)]
+        layers = [m for m in pipe.unet.modules() if isinstance(m, Linear | Conv2d)]
         seen = []
         hooks = [
-            m.lora_A["bathroom"].register_forward_hook(lambda *a, seen=seen: seen.append(1))
+            m.lora_A[first].register_forward_hook(lambda *a, seen=seen: seen.append(1))
             for m in layers
+            if first in m.lora_A
         ]
         outs[name] = _unet_out(pipe)
         for hook in hooks:
             hook.remove()
-        calls[name] = (len(seen), len(layers))
-    assert calls["ours"] == (0, 56) and calls["plain"] == (56, 56)  # no matmul of x by A
+        calls[name] = (len(seen), len(hooks), sum(isinstance(m, Conv2d) for m in layers))
+    # No matmul of x by A: bathroom adapts the 56 attention projections of the tiny UNet's 7
+    # transformer blocks; locon also their proj_in / proj_out (convs) and two feed-forward
+    # linears, and conv1 / conv2 of its 11 ResNet blocks.
+    n, convs = (56, 0) if first == "bathroom" else (56 + 7 * 4 + 11 * 2, 7 * 2 + 11 * 2)
+    assert calls["ours"] == (0, n, convs) and calls["plain"] == (n, n, convs)
     assert (outs["plain"] - _unet_out(pipeline.load_pipeline(model_dir))).abs().max() > 1e-3
     torch.testing.assert_close(outs["ours"], outs["plain"], atol=1e-5, rtol=0)
 
