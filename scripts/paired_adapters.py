@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from genimg.compare import mcnemar_exact
+from genimg.compare import paired_stats
 
 
 def _catalog_rows(folder: Path) -> dict[tuple[int, int], dict]:
@@ -39,16 +39,16 @@ def main() -> None:
     if a.keys() != b.keys():
         raise SystemExit("error: the two folders hold different prompts or seeds")
     keys = sorted(a)
-    for name, rows in (("A", a), ("B", b)):
+    for name, folder, rows in (("A", args.a, a), ("B", args.b, b)):
         got = [rows[k] for k in keys]
         present = sum(r["all_present"] for r in got)
-        print(f"{name} ({args.a if name == 'A' else args.b}): all present {present}/{len(got)} "
+        print(f"{name} ({folder}): all present {present}/{len(got)} "
               f"({present / len(got):.0%}); materials {_share(got, 'material_ok')}, colours "
               f"{_share(got, 'color_ok')}, counts {_share(got, 'count_ok')}")  # fmt: skip
-    a_only = sum(a[k]["all_present"] and not b[k]["all_present"] for k in keys)
-    b_only = sum(b[k]["all_present"] and not a[k]["all_present"] for k in keys)
+    stats = paired_stats([a[k]["all_present"] for k in keys], [b[k]["all_present"] for k in keys])
+    a_only, b_only = stats["discordant"]
     print(f"all present only A / only B: {a_only} / {b_only}, "
-          f"exact McNemar p = {mcnemar_exact(a_only, b_only):.2g}")  # fmt: skip
+          f"exact McNemar p = {stats['mcnemar_p']:.2g}")  # fmt: skip
 
 
 if __name__ == "__main__":
