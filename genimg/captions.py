@@ -14,7 +14,16 @@ import numpy as np
 from genimg.scene import Item, Layout
 from genimg.taxonomy import COLORS, COUNT_WORDS, MATERIALS, OBJECTS, RELATIONS, SCENES
 
-__all__ = ["catalog_text", "catalog_text_ja", "phrase_en", "phrase_ja", "title", "web_text"]
+__all__ = [
+    "catalog_prose",
+    "catalog_prose_ja",
+    "catalog_text",
+    "catalog_text_ja",
+    "phrase_en",
+    "phrase_ja",
+    "title",
+    "web_text",
+]
 
 WEB_JA_SHARE = 0.3  # the open web is not only English
 
@@ -186,6 +195,245 @@ def catalog_text_ja(layout: Layout, rng: np.random.Generator) -> str:
             f"{sep}{OBJECTS[b.name].ja}{RELATIONS['left of'].ja}{OBJECTS[a.name].ja}があります。"
         )
     return text
+
+
+# ---- Product-page prose ----------------------------------------------------------------
+# What a product page's description says, beside its listing: an opening sentence naming
+# some objects (small ones sometimes without their attributes, often with what they are
+# for), then one sentence per remaining object with its material and colour after the verb
+# ("The sink is made of white ceramic"), design words, and a colour the piece "goes with"
+# that no object has. Every object is still named; an attribute is left out, never wrong.
+
+_MAT_NOUN_EN = {"wooden": "wood", "chrome": "chrome-plated metal"}  # else the material name
+# What things are for; no word here names a catalog object, material or colour.
+_USES_EN = {
+    "basket": ("toiletries", "accessories", "small items", "toys", "magazines", "laundry"),
+    "shelf": ("books", "toiletries", "dishes", "small items", "spices"),
+    "cabinet": ("dishes", "cleaning supplies", "cookware"),
+    "nightstand": ("books", "a phone", "an alarm clock"),
+    "coffee table": ("books", "magazines", "cups"),
+}
+_USES_JA = {
+    "basket": ("トイレ用品", "小物", "おもちゃ", "雑誌", "洗濯物"),
+    "shelf": ("本", "トイレ用品", "食器", "小物", "調味料"),
+    "cabinet": ("食器", "掃除用品", "調理器具"),
+    "nightstand": ("本", "スマートフォン", "目覚まし時計"),
+    "coffee table": ("本", "雑誌", "カップ"),
+}
+_DESIGN_EN = ("elegant", "simple", "modern", "classic", "sturdy", "minimalist")
+_DESIGN_JA = ("エレガントな", "シンプルな", "モダンな", "クラシックな", "上品な")
+_MAT_PRED_JA = {
+    "wooden": "木製",
+    "metal": "金属製",
+    "white ceramic": "白い陶器製",
+    "wicker": "籐製",
+    "glass": "ガラス製",
+    "marble": "大理石",
+    "chrome": "クロムめっき",
+    "brass": "真鍮製",
+    "fabric": "布製",
+}
+_COLOR_NOUN_JA = {c: COLORS[c].ja_synonyms[-1] if c != "gray" else "グレー" for c in COLORS}
+_COUNT_JA = {2: ("二つ", "2つ", "2個"), 3: ("三つ", "3つ", "3個")}
+
+
+def _free_color(layout: Layout, rng: np.random.Generator) -> str:
+    """A colour no object of the layout has: the one the design "goes with"."""
+    used = {it.color for it in layout.items}
+    return _pick(rng, [c for c in COLORS if c not in used])
+
+
+def _uses(name: str, table: dict, rng: np.random.Generator) -> list[str]:
+    uses = table.get(name, ())
+    if not uses or rng.random() < 0.4:
+        return []
+    return [uses[i] for i in sorted(rng.choice(len(uses), size=2, replace=False))]
+
+
+def _prose_np_en(item: Item, full: bool = True) -> str:
+    """The item as a noun phrase; `full=False` keeps only the count ("two baskets")."""
+    if full:
+        return _en(item)
+    if item.count > 1:
+        return f"{COUNT_WORDS[item.count][0]} {OBJECTS[item.name].plural}"
+    return f"{'an' if item.name[0] in 'aeiou' else 'a'} {item.name}"
+
+
+def _prose_attrs_en(
+    item: Item, layout: Layout, rng: np.random.Generator, counted: bool = False
+) -> str:
+    """A sentence giving the item's material and colour after the verb; `counted`: the
+    count was not said before ("The two vases are made of brass")."""
+    obj, mat = OBJECTS[item.name], _MAT_NOUN_EN.get(item.material, item.material)
+    subject = f"The {obj.plural}" if item.count > 1 else f"The {item.name}"
+    if counted and item.count > 1:
+        subject = f"The {COUNT_WORDS[item.count][0]} {obj.plural}"
+    verb = "are" if item.count > 1 else "is"
+    color = f"{item.color} " if item.color else ""
+    form = int(rng.integers(3))
+    if form == 0:
+        return f"{subject} {verb} made of {color}{mat}"
+    if form == 1 and item.count == 1:
+        design = _pick(rng, _DESIGN_EN)
+        article = "an" if design[0] in "aeiou" else "a"
+        text = f"{subject} is {article} {design} {color}{_mat_adj_en(item)} design"
+        if rng.random() < 0.6:
+            text += f" that {_pick(rng, ('harmonizes well', 'goes well', 'blends nicely'))} "
+            text += f"with {_free_color(layout, rng)}"
+        return text
+    return f"{subject} {verb} {color}{_mat_adj_en(item)}"
+
+
+def _mat_adj_en(item: Item) -> str:
+    return "chrome-plated" if item.material == "chrome" else item.material
+
+
+def catalog_prose(layout: Layout, rng: np.random.Generator) -> str:
+    """Product-page prose in English; every object named, attributes sometimes left out."""
+    groups = [_groups(layout)[i] for i in rng.permutation(len(_groups(layout)))]
+    n_intro = int(rng.integers(1, min(2, len(groups)) + 1))
+    later: list[Item] = []  # items named without attributes: described in their own sentence
+    intro = []
+    for item, on, above in groups[:n_intro]:
+        text = _prose_np_en(item)
+        if on:
+            bare = rng.random() < 0.5
+            children = [g[0] for g in on]
+            text += f" {_pick(rng, ('with', 'holding'))} "
+            text += _join_en([_prose_np_en(c, full=not bare) for c in children])
+            later += children if bare else []
+            uses = _uses(children[-1].name, _USES_EN, rng)
+            if uses:
+                verb = "store" if rng.random() < 0.5 else "hold"
+                text += f" that can {verb} {uses[0]} and {uses[1]}"
+            for g in on:  # deeper levels (a faucet on a sink on a cabinet) as in the listing
+                later += [x[0] for x in g[1] + g[2]]
+        elif uses := _uses(item.name, _USES_EN, rng):
+            text += f" for {uses[0]} and {uses[1]}"
+        for g in above:
+            text += f", with {_en(g[0])} above it"
+        intro.append(text)
+    scene = layout.scene
+    opening = _pick(
+        rng,
+        (
+            f"This {scene} has {{}}.",
+            f"In this {scene} you will find {{}}.",
+            f"Our {scene} set brings together {{}}.",
+        ),
+    ).format(_join_en(intro))
+    sentences = []
+    for item in later:
+        sentences.append(_prose_attrs_en(item, layout, rng))
+    for item, on, above in groups[n_intro:]:
+        sentences.append(_prose_attrs_en(item, layout, rng, counted=True))
+        for g in on:
+            sentences.append(f"On the {item.name} {'are' if g[0].count > 1 else 'is'} {_en(g[0])}")
+            sentences += [f"On the {g[0].name} is {_en(x[0])}" for x in g[1]]
+        for g in above:
+            sentences.append(f"Above the {item.name} hangs {_en(g[0])}")
+    text = opening
+    i = 0
+    while i < len(sentences):
+        if i + 1 < len(sentences) and rng.random() < 0.4:
+            second = sentences[i + 1]
+            text += f" {sentences[i]}, and {second[0].lower()}{second[1:]}."
+            i += 2
+        else:
+            text += f" {sentences[i]}."
+            i += 1
+    return text
+
+
+def _prose_np_ja(item: Item, rng: np.random.Generator, full: bool = True) -> str:
+    """The item as a noun phrase, the count written 二つ, 2つ or 2個; `full=False` keeps
+    only the count ("2つのバスケット")."""
+    count = f"{_pick(rng, _COUNT_JA[item.count])}の" if item.count > 1 else ""
+    if not full:
+        return count + OBJECTS[item.name].ja
+    return count + phrase_ja(item.name, item.material, item.color, 1)
+
+
+def _prose_attrs_ja(
+    item: Item, layout: Layout, rng: np.random.Generator, counted: bool = False
+) -> str:
+    """A clause giving the item's material and colour as the predicate, without 。."""
+    name = OBJECTS[item.name].ja
+    if counted and item.count > 1:
+        name = f"{_pick(rng, _COUNT_JA[item.count])}の{name}"
+    color = COLORS[item.color].ja if item.color else ""
+    mat = _MAT_PRED_JA[item.material]
+    if rng.random() < 0.5:
+        return f"{name}は{color}{mat}"
+    design = _pick(rng, _DESIGN_JA)
+    text = f"{name}は"
+    if rng.random() < 0.6:
+        text += f"{_COLOR_NOUN_JA[_free_color(layout, rng)]}とよく調和する"
+    material = MATERIALS[item.material].ja
+    return text + f"{design}{color}{material}デザイン"
+
+
+def catalog_prose_ja(layout: Layout, rng: np.random.Generator) -> str:
+    """Product-page prose in Japanese, as `catalog_prose`."""
+    groups = [_groups(layout)[i] for i in rng.permutation(len(_groups(layout)))]
+    n_intro = int(rng.integers(1, min(2, len(groups)) + 1))
+    later: list[Item] = []
+    intro = []
+    for item, on, above in groups[:n_intro]:
+        text = _prose_np_ja(item, rng)
+        if on:
+            bare = rng.random() < 0.5
+            children = [g[0] for g in on]
+            listed = "と".join(_prose_np_ja(c, rng, full=not bare) for c in children)
+            later += children if bare else []
+            uses = _uses(children[-1].name, _USES_JA, rng)
+            use = f"{uses[0]}や{uses[1]}を収納できる" if uses else ""
+            verb = _pick(rng, ("が置かれた", "を載せた", "を置いた"))
+            text = f"{use}{listed}{verb}{text}"
+            for g in on:
+                later += [x[0] for x in g[1] + g[2]]
+        elif uses := _uses(item.name, _USES_JA, rng):
+            text = f"{uses[0]}や{uses[1]}を収納できる{text}"
+        for g in above:
+            text += f"、その上方に{_ja(g[0])}"
+        intro.append(text)
+    scene = SCENES[layout.scene].ja
+    listed = "、".join(intro)
+    text = _pick(
+        rng,
+        (
+            f"この{scene}には、{listed}があります。",
+            f"{listed}のある{scene}です。",
+            f"{scene}に{listed}を備えました。",
+        ),
+    )
+    clauses = [_prose_attrs_ja(item, layout, rng) for item in later]
+    for item, on, above in groups[n_intro:]:
+        clauses.append(_prose_attrs_ja(item, layout, rng, counted=True))
+        name = OBJECTS[item.name].ja
+        for g in on:
+            clauses.append(f"{name}の上には{_ja(g[0])}があり")
+            clauses += [f"{OBJECTS[g[0].name].ja}の上には{_ja(x[0])}があり" for x in g[1]]
+        for g in above:
+            clauses.append(f"{name}の上方には{_ja(g[0])}があり")
+    i = 0
+    while i < len(clauses):
+        if i + 1 < len(clauses) and rng.random() < 0.5:
+            text += f"{_ja_te(clauses[i])}、{_ja_end(clauses[i + 1])}。"
+            i += 2
+        else:
+            text += f"{_ja_end(clauses[i])}。"
+            i += 1
+    return text
+
+
+def _ja_te(clause: str) -> str:
+    """The clause as a non-final predicate: "シンクは白い陶器製で"."""
+    return clause + ("" if clause.endswith("があり") else "で")
+
+
+def _ja_end(clause: str) -> str:
+    return clause[: -len("があり")] + "があります" if clause.endswith("があり") else clause + "です"
 
 
 # ---- Web alt text -----------------------------------------------------------------------

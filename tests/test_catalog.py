@@ -14,6 +14,7 @@ from PIL import Image
 from genimg import taxonomy
 from genimg.catalog import render_arrays, render_record
 from genimg.cli import main
+from genimg.parse import parse_prompt
 from genimg.scene import make_layout
 from genimg.taxonomy import OBJECTS
 
@@ -77,7 +78,8 @@ def test_imagefolder_is_readable_and_matches_metadata(catalog_dir):
         with Image.open(catalog_dir / row["file_name"]) as im:
             assert im.mode == "RGB" and im.size == (SIZE, SIZE)
         assert (row["index"], row["seed"], row["split"]) == (i, 3, "train")
-        assert {"text", "text_ja", "web_text", "web_lang", "title", "scene", "objects"} <= set(row)
+        columns = {"text", "text_ja", "prose", "prose_ja", "web_text", "web_lang", "title"}
+        assert columns | {"scene", "objects"} <= set(row)
 
 
 def test_in_memory_api_matches_files(catalog_dir):
@@ -114,6 +116,61 @@ def test_catalog_captions_name_every_object(records):
             assert obj["material"] in row["text"]
         assert JAPANESE.search(row["text_ja"]) and not re.search(r"[a-z]", row["text_ja"])
         assert row["title"].lower().startswith(row["scene"])
+
+
+def test_prose_captions_name_every_object_and_state_no_wrong_attribute(records):
+    # Product-page prose: every object named; a material, colour or count the parser binds
+    # to an object is the record's, except a colour the piece "goes with" (the distractor).
+    for _, row in records:
+        truth = {o["name"]: o for o in row["objects"]}
+        for column in ("prose", "prose_ja"):
+            text = row[column]
+            assert _objects_named(text) == set(truth), (column, text)
+            for req in parse_prompt(text).objects:
+                obj = truth[req.object]
+                assert req.material in (None, obj["material"]), (req, text)
+                assert req.count in (None, obj["count"]), (req, text)
+                if req.color not in (None, obj["color"]):
+                    assert re.search("goes well|harmonizes|blends|調和", text), (req, text)
+        assert not JAPANESE.search(row["prose"]) and JAPANESE.search(row["prose_ja"])
+        assert not re.search(r"[a-z]", row["prose_ja"])
+        assert row["prose"] != row["text"] and row["prose_ja"] != row["text_ja"]
+
+
+def test_prose_forms_vary(records):
+    # The forms the prose is there for: attributes after the verb, usage clauses, the
+    # colour a piece goes with; Japanese counts written 二つ, 2つ and 2個.
+    en = " ".join(row["prose"] for _, row in records)
+    ja = "".join(row["prose_ja"] for _, row in records)
+    for form in (" is made of ", " design", " that can ", " with "):
+        assert form in en, form
+    for form in ("は", "で、", "を収納できる", "とよく調和する", "デザインです"):
+        assert form in ja, form
+    assert re.search("[23]つの", ja) and re.search("[二三]つの", ja)
+
+
+def test_usage_words_name_no_catalog_word():
+    from genimg.captions import _USES_EN, _USES_JA
+
+    for uses in (*_USES_EN.values(), *_USES_JA.values()):
+        for use in uses:
+            assert not parse_prompt(use).objects and not _objects_named(use), use
+            assert not any(w in use for c in taxonomy.COLORS.values() for w in (c.ja, c.name))
+
+
+def test_prose_stream_leaves_the_other_columns_as_they_were():
+    # The prose captions draw from a fourth random stream: the images and the other
+    # captions of a record are what they were before it existed (pinned here).
+    image, row = render_record(0, 4000, 64, "lora")
+    pixels = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
+    assert pixels == "64835f183328ffdfb8d366da83ad074280ce1c5c88644962d0fd3fdc43b72e80"
+    assert row["text"] == (
+        "This kitchen has two brass vases. There is a green marble sink with a red metal faucet."
+    )
+    assert (
+        row["text_ja"]
+        == "赤い金属製の蛇口を置いた緑の大理石のシンク、二つの真鍮の花瓶があるキッチン"
+    )
 
 
 def test_web_captions_are_loose(records):
