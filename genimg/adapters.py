@@ -161,7 +161,7 @@ def _load(pipe, lora: Lora) -> None:
     weight_space(pipe.unet)
 
 
-def weight_space(module) -> None:
+def weight_space(module, cache: bool = True) -> None:
     """Run the unfused LoRA layers of `module` as one linear or conv on W + s * B @ A
     (idempotent).
 
@@ -172,7 +172,9 @@ def weight_space(module) -> None:
     0.048 against 0.071 at 32 rows (each against its pipeline with the adapter off, 20
     interleaved rounds in one process). A conv adapter (`unet_targets` with "conv1") is the
     same product: A is a k x k conv to r channels, B a 1 x 1 conv back, so B @ A flattened
-    is a k x k kernel. The weights are never changed. The result is peft's up to float
+    is a k x k kernel. While no gradient is taken the merged weight is kept on the layer
+    (`_merged_weight`; `cache=False` merges at every call instead), so a render's 20 steps
+    merge once. The weights are never changed. The result is peft's up to float
     rounding (2e-6 on the UNet's output). A layer that is disabled, merged, with an active
     dropout, of a LoRA variant (DoRA), with a LoRA bias, a grouped or dilated conv, or
     called with extra arguments takes peft's own path.
@@ -184,29 +186,80 @@ def weight_space(module) -> None:
         conv = isinstance(layer, Conv2d)
 
         def forward(x, *args, **kwargs):
-            names = [n for n in layer.active_adapters if n in layer.lora_A]
-            if (
-                args
-                or kwargs
-                or layer.disable_adapters
-                or layer.merged
-                or any(_drops(layer.lora_dropout[n]) for n in names)
-                or any(n in layer.lora_variant or layer.lora_B[n].bias is not None for n in names)
-                or any(w.dtype != x.dtype for w in _weights(layer, names))
-                or (conv and not _plain_conv(layer, names))
-            ):
+            names = _fast_names(layer, conv)
+            if names is None or args or kwargs or layer.base_layer.weight.dtype != x.dtype:
                 return peft_forward(x, *args, **kwargs)
-            weight = _merged(layer, names)
+            weight = _merged_weight(layer, names) if cache else _merged(layer, names)
             if conv:
                 return layer.base_layer._conv_forward(x, weight, layer.base_layer.bias)
             return F.linear(x, weight, layer.base_layer.bias)
 
-        return forward
+        def refresh():
+            names = _fast_names(layer, conv)
+            if names is not None:
+                _merged_weight(layer, names)
+
+        return forward, refresh
 
     for layer in module.modules():
         if isinstance(layer, Linear | Conv2d) and not getattr(layer, "_genimg_weight_space", False):
-            layer.forward = fast(layer, layer.forward)
+            layer.forward, refresh = fast(layer, layer.forward)
+            if cache:
+                layer._genimg_refresh = refresh
             layer._genimg_weight_space = True
+
+
+def _fast_names(layer, conv: bool) -> list[str] | None:
+    """The active adapters of a peft LoRA layer, or None where peft's own path must run."""
+    names = [n for n in layer.active_adapters if n in layer.lora_A]
+    dtype = layer.base_layer.weight.dtype
+    if (
+        layer.disable_adapters
+        or layer.merged
+        or any(_drops(layer.lora_dropout[n]) for n in names)
+        or any(n in layer.lora_variant or layer.lora_B[n].bias is not None for n in names)
+        or any(w.dtype != dtype for w in _weights(layer, names))
+        or (conv and not _plain_conv(layer, names))
+    ):
+        return None
+    return names
+
+
+def _merged_weight(layer, names: list[str]):
+    """`_merged`, kept on the layer while no gradient is taken, until the adapters, their
+    scalings or any weight change (replaced, or in place: tensors count their in-place
+    updates).
+
+    The merged weight is a buffer of the layer, updated in place, so a traced UNet graph
+    reads it like a parameter; `genimg.traced` calls the layer's `_genimg_refresh` before
+    each replay, so a graph never reads a stale one."""
+    import torch
+
+    if not names:
+        return layer.base_layer.weight
+    if torch.is_grad_enabled():  # training: the merge must stay in the autograd graph
+        return _merged(layer, names)
+    key = (
+        tuple(names),
+        tuple(layer.scaling[n] for n in names),
+        tuple((w.data_ptr(), w._version) for w in _weights(layer, names)),
+    )
+    if layer.__dict__.get("_genimg_merge_key") != key:
+        if torch.jit.is_tracing():  # the graph then merges at every call, as before
+            return _merged(layer, names)
+        with torch.inference_mode(False):  # a normal tensor: updated in place in any mode
+            weight = _merged(layer, names)
+            old = layer._buffers.get("_genimg_merged")
+            if old is not None and _same_layout(old, weight):
+                old.copy_(weight)
+            else:
+                layer.register_buffer("_genimg_merged", weight, persistent=False)
+        layer._genimg_merge_key = key
+    return layer._genimg_merged
+
+
+def _same_layout(a, b) -> bool:
+    return (a.shape, a.dtype, a.device, a.stride()) == (b.shape, b.dtype, b.device, b.stride())
 
 
 def _merged(layer, names: list[str]):

@@ -531,6 +531,35 @@ def test_unfused_adapters_run_in_weight_space_with_pefts_result(model_dir, lora_
     torch.testing.assert_close(outs["ours"], outs["plain"], atol=1e-5, rtol=0)
 
 
+def test_weight_space_keeps_merged_weights_until_a_weight_changes(model_dir, lora_dir):
+    # The merged W + s * B @ A is kept per layer; an in-place change to an adapter weight
+    # (as training makes between sample grids) or a new weight is seen at the next call,
+    # by the traced graph too; a plain peft pipeline with the same change agrees.
+    from peft.tuners.lora.layer import Conv2d, Linear
+
+    spec = adapters.resolve("locon:0.8", lora_dir)
+    ours, plain = pipeline.load_pipeline(model_dir), pipeline.load_pipeline(model_dir)
+    adapters.apply(ours, [spec], fuse=False)
+    plain.load_lora_weights(str(spec.path.parent), adapter_name="locon")
+    plain.set_adapters(["locon"], adapter_weights=[0.8])
+    first = _unet_out(ours)
+    layers = [m for m in ours.unet.modules() if isinstance(m, Linear | Conv2d)]
+    kept = [m._genimg_merged.data_ptr() for m in layers]
+    torch.testing.assert_close(_unet_out(ours), first, atol=0, rtol=0)
+    assert [m._genimg_merged.data_ptr() for m in layers] == kept  # updated in place
+    with torch.no_grad():
+        for pipe in (ours, plain):
+            for name, param in pipe.unet.named_parameters():
+                if "lora_B" in name:
+                    param.mul_(2)
+    changed = _unet_out(ours)
+    assert (changed - first).abs().max() > 1e-3
+    torch.testing.assert_close(changed, _unet_out(plain), atol=1e-5, rtol=0)
+    adapters.apply(ours, [adapters.resolve("locon:-0.5", lora_dir)], fuse=False)
+    plain.set_adapters(["locon"], adapter_weights=[-0.5])
+    torch.testing.assert_close(_unet_out(ours), _unet_out(plain), atol=1e-5, rtol=0)
+
+
 def test_adapter_for_another_base_is_refused_and_base_kept(model_dir, lora_dir):
     pipe = pipeline.load_pipeline(model_dir)
     base = _unet_out(pipe)
