@@ -233,7 +233,7 @@ _MAT_PRED_JA = {
     "brass": "真鍮製",
     "fabric": "布製",
 }
-_COLOR_NOUN_JA = {c: COLORS[c].ja_synonyms[-1] if c != "gray" else "グレー" for c in COLORS}
+_COLOR_NOUN_JA = {c: COLORS[c].ja_synonyms[-1] for c in COLORS}  # 白, 黒, グレー, 黄色, ...
 _COUNT_JA = {2: ("二つ", "2つ", "2個"), 3: ("三つ", "3つ", "3個")}
 
 
@@ -290,7 +290,8 @@ def _mat_adj_en(item: Item) -> str:
 
 def catalog_prose(layout: Layout, rng: np.random.Generator) -> str:
     """Product-page prose in English; every object named, attributes sometimes left out."""
-    groups = [_groups(layout)[i] for i in rng.permutation(len(_groups(layout)))]
+    roots = _groups(layout)
+    groups = [roots[i] for i in rng.permutation(len(roots))]
     n_intro = int(rng.integers(1, min(2, len(groups)) + 1))
     later: list[Item] = []  # items named without attributes: described in their own sentence
     intro = []
@@ -375,7 +376,8 @@ def _prose_attrs_ja(
 
 def catalog_prose_ja(layout: Layout, rng: np.random.Generator) -> str:
     """Product-page prose in Japanese, as `catalog_prose`."""
-    groups = [_groups(layout)[i] for i in rng.permutation(len(_groups(layout)))]
+    roots = _groups(layout)
+    groups = [roots[i] for i in rng.permutation(len(roots))]
     n_intro = int(rng.integers(1, min(2, len(groups)) + 1))
     later: list[Item] = []
     intro = []
