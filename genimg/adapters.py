@@ -231,8 +231,9 @@ def _merged_weight(layer, names: list[str]):
     updates).
 
     The merged weight is a buffer of the layer, updated in place, so a traced UNet graph
-    reads it like a parameter; `genimg.traced` calls the layer's `_genimg_refresh` before
-    each replay, so a graph never reads a stale one."""
+    reads it like a parameter; before each replay `genimg.traced` calls the layers'
+    `_genimg_refresh` whenever the adapter state or an adapted weight has changed, so a
+    graph never reads a stale one."""
     import torch
 
     if not names:

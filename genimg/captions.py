@@ -63,12 +63,17 @@ def phrase_en(name: str, material: str, color: str | None, count: int) -> str:
     return " ".join([*words, obj.name])
 
 
+def _a(word: str) -> str:
+    """The indefinite article before `word`."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _en(item: Item, article: str = "a") -> str:
     text = phrase_en(item.name, item.material, item.color, item.count)
     if item.count > 1:
         return text
     if article == "a":
-        article = "an" if text[0] in "aeiou" else "a"
+        article = _a(text)
     return " ".join([article, text])
 
 
@@ -256,7 +261,7 @@ def _prose_np_en(item: Item, full: bool = True) -> str:
         return _en(item)
     if item.count > 1:
         return f"{COUNT_WORDS[item.count][0]} {OBJECTS[item.name].plural}"
-    return f"{'an' if item.name[0] in 'aeiou' else 'a'} {item.name}"
+    return f"{_a(item.name)} {item.name}"
 
 
 def _prose_attrs_en(
@@ -275,8 +280,7 @@ def _prose_attrs_en(
         return f"{subject} {verb} made of {color}{mat}"
     if form == 1 and item.count == 1:
         design = _pick(rng, _DESIGN_EN)
-        article = "an" if design[0] in "aeiou" else "a"
-        text = f"{subject} is {article} {design} {color}{_mat_adj_en(item)} design"
+        text = f"{subject} is {_a(design)} {design} {color}{_mat_adj_en(item)} design"
         if rng.random() < 0.6:
             text += f" that {_pick(rng, ('harmonizes well', 'goes well', 'blends nicely'))} "
             text += f"with {_free_color(layout, rng)}"
