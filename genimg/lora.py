@@ -113,6 +113,10 @@ class LoraRecipe:
     # visible (one trained with the mask scores alike either way);
     # `scripts/padding_mask_probe.py` renders with the mask too.
     padding_mask: bool = False
+    # Warm start: an adapter (a name in lora/, a folder or a file) whose weights the new
+    # adapter starts from instead of peft's random init; same targets, rank and alpha. ""
+    # = fresh. Training longer on top of a finished run this way keeps its schedule intact.
+    init: str = ""
     seed: int = 0
     checkpoint_every: int = 250
     sample_prompts: list[str] = field(default_factory=list)  # card grid: base row, adapter row
@@ -432,6 +436,48 @@ def _add_adapters(pipe, recipe: LoraRecipe) -> dict:
         )
         getattr(pipe, name).add_adapter(configs[name])
     return configs
+
+
+def _warm_start(pipe, recipe: LoraRecipe) -> None:
+    """Copy the weights of the adapter `recipe.init` (either file format) into the adapters
+    just added; every LoRA tensor of the recipe must come from it, with its shape."""
+    from safetensors.torch import load_file
+
+    def refuse(why: str) -> UsageError:
+        return UsageError("--recipe", f"init adapter {recipe.init!r} {why}")
+
+    try:
+        info = resolve_adapter(recipe.init)
+        validate_adapter(info, pipe)
+    except UsageError as err:
+        raise UsageError("--recipe", f"init: {str(err).removeprefix('--lora: ')}") from None
+    if info.rank != recipe.rank or (info.alpha or info.rank) != recipe.lora_alpha:
+        raise refuse(f"has rank {info.rank}, alpha {info.alpha or info.rank:g}; the recipe "
+                     f"{recipe.rank}, {recipe.lora_alpha}")  # fmt: skip
+    params = {}  # (module key as a file may name it, "down" | "up") -> parameter
+    for comp, kohya in (("unet", ("lora_unet",)), ("text_encoder", ("lora_te", "lora_te1"))):
+        for name, p in getattr(pipe, comp).named_parameters():
+            for kind, tag in (("down", ".lora_A.default.weight"), ("up", ".lora_B.default.weight")):
+                if name.endswith(tag):
+                    path = name.removesuffix(tag).removeprefix("text_model.")
+                    for alias in (path, f"text_model.{path}"):
+                        params[(f"{comp}.{alias}", kind)] = p
+                        params.update({(f"{k}_{alias.replace('.', '_')}", kind): p for k in kohya})
+    copied = set()
+    with torch.no_grad():
+        for key, tensor in load_file(str(info.path)).items():
+            parsed = _lora_key(key)
+            if parsed is None:
+                continue  # kohya's per-layer alpha: checked above
+            p = params.get(parsed)
+            if p is None or p.shape != tensor.shape:
+                raise refuse(f"has {key} {tuple(tensor.shape)}, which this recipe does not train")
+            p.copy_(tensor.to(p.dtype))
+            copied.add(id(p))
+    wanted = {id(p) for p in params.values()}
+    if copied != wanted:
+        raise refuse(f"sets {len(copied)} of the recipe's {len(wanted)} LoRA tensors; give the "
+                     "recipe its unet_targets and train_text_encoder")  # fmt: skip
 
 
 def _prepare_data(pipe, recipe: LoraRecipe, device: str) -> dict:
@@ -956,6 +1002,7 @@ def _card(
         f"captions from {', '.join(recipe.caption_columns)}; skipped {data['skipped'] or 'none'} |",
         f"| steps | {summary['steps_done']} of {recipe.steps}, batch {recipe.batch_size}, "
         f"lr {recipe.lr:g} (text encoder {recipe.text_encoder_lr:g}) |",
+        *([f"| warm start | from the adapter `{recipe.init}` |"] if recipe.init else []),
         *(
             [
                 f"| loss weighting | object_weight {recipe.object_weight:g}: the listed objects' "
@@ -1088,6 +1135,8 @@ def train_lora(
         "base": {**base_identity(pipe), "model": base, "model_hash": model_hash(pipe)},
     }
     configs = _add_adapters(pipe, recipe)
+    if recipe.init:
+        _warm_start(pipe, recipe)
     # 2. Data: cached latents, tokenized captions.
     data = _prepare_data(pipe, recipe, device)
     # 3. Train.

@@ -642,3 +642,44 @@ def test_unet_targets_must_name_modules():
     with pytest.raises(ValueError, match="unet_targets"):
         LoraRecipe(unet_targets=[])
     assert LoraRecipe().unet_targets == ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+@pytest.mark.parametrize("file", [WEIGHT_NAME, "tiny.safetensors"])
+def test_init_warm_starts_from_an_adapter_in_either_format(work, trained, file):
+    """`init` puts a finished adapter's weights (diffusers or kohya file) into the adapters
+    a run starts from: the same tensors vanilla diffusers loads from that file."""
+    from genimg.lora import _add_adapters, _warm_start
+    from genimg.pipeline import load_pipeline
+
+    recipe = LoraRecipe.from_toml(work / "recipe.toml")
+    recipe.init = str(trained / file)
+    pipe = load_pipeline(work / "base")
+    _add_adapters(pipe, recipe)
+    fresh = {k: v.clone() for k, v in _lora_tensors(pipe).items()}
+    _warm_start(pipe, recipe)
+    mine = _lora_tensors(pipe)
+    ref = _pipe(work / "base")
+    ref.load_lora_weights(str(trained / file), adapter_name="x")
+    theirs = _lora_tensors(ref)
+    assert mine.keys() == theirs.keys() and len(mine) > 8
+    for key in mine:
+        assert torch.equal(mine[key], theirs[key]), key
+    assert any(not torch.equal(fresh[k], mine[k]) for k in mine)  # it did replace the init
+
+
+def test_init_refuses_an_adapter_of_another_shape(work, trained, tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    base = (work / "recipe.toml").read_text(encoding="utf-8")
+    for extra, words in (
+        (f'rank = 8\ninit = "{trained}"\n', "has rank 4, alpha 8; the recipe 8, 8"),
+        (f'init = "{trained}"\ntrain_text_encoder = false\n', "which this recipe does not train"),
+        (f'init = "{tmp_path / "nothing"}"\n', "init: "),
+    ):
+        recipe.write_text(
+            base.replace("rank = 4\n", "") + ("" if "rank" in extra else "rank = 4\n") + extra
+        )
+        argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(recipe)]
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("genimg train-lora: error: --recipe: init") and words in last, last
+        assert not (tmp_path / "o" / WEIGHT_NAME).exists()
