@@ -38,6 +38,7 @@ from genimg.errors import UsageError, check_float, check_int
 from genimg.manifest import CONFIG, MANIFEST, PARTS, REPORTS
 from genimg.prompts import OVERRIDES, PromptSpec, read_prompts
 from genimg.render import _BATCH, check_inputs, file_name
+from genimg.traced import fixed_adapters
 
 __all__ = ["Settings", "acceptance_text", "options", "render_batch", "render_prompts"]
 
@@ -83,25 +84,26 @@ def render_batch(pipe, requests: list[tuple[str, int]], settings: Settings, cach
     by_length: dict[int, list[int]] = {}
     for k, (prompt, _) in enumerate(requests):
         by_length.setdefault(cache[prompt, s.negative_prompt][0].shape[1], []).append(k)
-    for ks in by_length.values():
-        for start in range(0, len(ks), _BATCH):
-            part = ks[start : start + _BATCH]
-            embeds = [cache[requests[k][0], s.negative_prompt] for k in part]
-            out = pipe(
-                prompt_embeds=torch.cat([c for c, _ in embeds]),
-                negative_prompt_embeds=(
-                    torch.cat([u for _, u in embeds]) if s.guidance_scale > 1 else None
-                ),
-                latents=torch.cat([noise[k] for k in part]).to(pipe.device, pipe.unet.dtype),
-                generator=[generators[k] for k in part],
-                num_inference_steps=s.num_inference_steps,
-                guidance_scale=s.guidance_scale,
-                height=s.height,
-                width=s.width,
-                output_type="pil",
-            )
-            for k, image in zip(part, out.images, strict=True):
-                images[k] = image
+    with fixed_adapters(pipe.unet):
+        for ks in by_length.values():
+            for start in range(0, len(ks), _BATCH):
+                part = ks[start : start + _BATCH]
+                embeds = [cache[requests[k][0], s.negative_prompt] for k in part]
+                out = pipe(
+                    prompt_embeds=torch.cat([c for c, _ in embeds]),
+                    negative_prompt_embeds=(
+                        torch.cat([u for _, u in embeds]) if s.guidance_scale > 1 else None
+                    ),
+                    latents=torch.cat([noise[k] for k in part]).to(pipe.device, pipe.unet.dtype),
+                    generator=[generators[k] for k in part],
+                    num_inference_steps=s.num_inference_steps,
+                    guidance_scale=s.guidance_scale,
+                    height=s.height,
+                    width=s.width,
+                    output_type="pil",
+                )
+                for k, image in zip(part, out.images, strict=True):
+                    images[k] = image
     return images
 
 

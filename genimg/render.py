@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from genimg.errors import MAX_PROMPT_CHARS, UsageError, check_float, check_int, check_size
+from genimg.traced import fixed_adapters
 
 __all__ = ["check_inputs", "encode_prompt", "render"]
 
@@ -138,22 +139,23 @@ def render(
     noise = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
     # 4. Denoise in batches; ancestral samplers draw their step noise from the same generators
     images = []
-    for start in range(0, num_images, _BATCH):
-        stop = min(start + _BATCH, num_images)
-        latents = torch.cat(noise[start:stop]).to(pipe.device, pipe.unet.dtype)
-        out = pipe(
-            prompt_embeds=cond,
-            negative_prompt_embeds=uncond if guidance_scale > 1 else None,
-            num_images_per_prompt=stop - start,
-            latents=latents,
-            generator=generators[start:stop],
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            height=height,
-            width=width,
-            output_type="pil",
-        )
-        images.extend(out.images)
+    with fixed_adapters(pipe.unet):
+        for start in range(0, num_images, _BATCH):
+            stop = min(start + _BATCH, num_images)
+            latents = torch.cat(noise[start:stop]).to(pipe.device, pipe.unet.dtype)
+            out = pipe(
+                prompt_embeds=cond,
+                negative_prompt_embeds=uncond if guidance_scale > 1 else None,
+                num_images_per_prompt=stop - start,
+                latents=latents,
+                generator=generators[start:stop],
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                height=height,
+                width=width,
+                output_type="pil",
+            )
+            images.extend(out.images)
     return images
 
 

@@ -118,3 +118,38 @@ def test_split_geglu_gives_diffusers_result_and_leaves_adapted_projections(model
         expected = plain(x, 500, encoder_hidden_states=context).sample
     assert (adapted - split).abs().max() > 1e-3
     torch.testing.assert_close(adapted, expected, atol=1e-5, rtol=0)
+
+
+def test_fixed_adapters_reads_the_state_once_and_gives_the_same_bits(
+    model_dir, tmp_path, monkeypatch
+):
+    from genimg import traced
+
+    pipe = pipeline.load_pipeline(model_dir)
+    make_lora(model_dir, tmp_path / "a", seed=1)
+    adapters.apply(pipe, [adapters.resolve(f"{tmp_path / 'a'}:0.5")], fuse=False)
+    reads = []
+    state = traced._adapter_state
+    monkeypatch.setattr(traced, "_adapter_state", lambda unet: reads.append(1) or state(unet))
+    x, context = _inputs(2)
+    free, _ = _both(pipe.unet, x, context)
+    assert len(reads) == 1  # outside: before every call
+    with torch.no_grad(), traced.fixed_adapters(pipe.unet), traced.fixed_adapters(pipe.unet):
+        calls = [pipe.unet(x, 500, encoder_hidden_states=context).sample for _ in range(4)]
+        x4, context4 = _inputs(4)
+        four = pipe.unet(x4, 500, encoder_hidden_states=context4).sample  # its own graph
+    assert len(reads) == 2 and pipe.unet._genimg_fixed is None
+    for out in calls:
+        assert torch.equal(out, free)
+    assert torch.equal(four, _both(pipe.unet, x4, context4)[1])
+    # An adapter weight changed in place, the context entered with gradients on (as render()
+    # enters it, outside the pipeline's no_grad): the graph reads the new merge.
+    with torch.no_grad():
+        next(m for m in pipe.unet.modules() if hasattr(m, "lora_B")).lora_B["a"].weight.add_(0.5)
+    with traced.fixed_adapters(pipe.unet), torch.no_grad():
+        changed = pipe.unet(x, 500, encoder_hidden_states=context).sample
+    eager = _both(pipe.unet, x, context)[1]
+    assert torch.equal(changed, eager) and (changed - free).abs().max() > 1e-4
+    adapters.apply(pipe, [adapters.resolve(f"{tmp_path / 'a'}:-1")], fuse=False)
+    switched, eager = _both(pipe.unet, x, context)  # outside again: the switch is seen
+    assert torch.equal(switched, eager) and (switched - free).abs().max() > 1e-4
