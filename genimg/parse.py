@@ -7,7 +7,9 @@ materials, colours, counts, rooms), then binds attributes to objects in two ways
 1. *before the noun*: a run of attributes joined only by spaces, articles or の that ends
    at an object ("two wicker baskets", "2つのバスケット", "白い陶器のシンク");
 2. *in another clause*: any other attribute goes to the nearest object before it in the
-   same sentence ("the faucet is chrome-plated", "シンクは白い陶器製で").
+   same sentence ("the faucet is chrome-plated", "シンクは白い陶器製で"), except the colour or
+   material a thing goes with, which is not its own ("a sofa that goes well with yellow",
+   "黒とよく調和する蛇口").
 
 English words close to a catalog word are corrected first and reported ("woden shelf" ->
 "wooden shelf"); words that are not in the checker's vocabulary are reported as unknown and
@@ -58,7 +60,7 @@ too just made make makes design designs look looks style finish piece pieces set
 sit stands stand placed place room rooms space photo picture image elegant modern
 simple nice beautiful cozy small large big tall little new old classic one ones
 plated colored coloured tone toned color colour harmonizes harmonize harmonises goes
-go store stores holds hold toiletries accessories items things wall walls floor
+go pairs paired pairing store stores holds hold toiletries accessories items things wall walls floor
 corner side top middle stable tablet tablets self chain chains tube tubes shell
 bathing bathe tape lamb mate night nights light lighting right tight might eight
 fight sight
@@ -81,6 +83,15 @@ _GENERIC = {
     "piece",
 }
 _GLUE = re.compile(r"^(?:\s|の|な|-)*$")
+_PAIR_OF = re.compile(r"^\s+of\s")  # "a pair of red lamps"
+# What goes before (English) or after (Japanese) a colour or material a thing goes with.
+_GOES_WITH_EN = re.compile(
+    r"\b(?:harmoni[sz]e|go|pair|match|complement|blend|suit)(?:s|es|ed|ing)?"
+    r"(?:\s+(?:well|nicely|beautifully|perfectly))?\s+with\s+(?:(?:the|a|an)\s+)?$"
+)
+_GOES_WITH_JA = re.compile(
+    r"^(?:色)?[とに](?:よく|とても|美しく)?(?:調和|合う|合わせ|マッチ|相性|なじむ)"
+)
 _SENTENCE = re.compile(r"[.!?\n。！？]")
 _EN_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "pair": 2}
 _JA_DIGITS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
@@ -217,13 +228,15 @@ def _bind(text: str, mentions: list[_Mention]) -> list[tuple[_Mention, list[_Men
             bound.append((m, chain, chain[0].start if chain else m.start))
             chain = []
             continue
-        if m.kind == "scene":
-            continue
+        pair = text[m.start : m.end] == "pair"
+        if m.kind == "scene" or (pair and not _PAIR_OF.match(text[m.end :])):
+            continue  # "pair" counts only as "a pair of": "they pair well" is no count
         nxt = mentions[k + 1] if k + 1 < len(mentions) else None
+        between = text[m.end : nxt.start] if nxt else ""
         if (
             nxt
             and nxt.kind in ("object", "material", "color", "count", "article")
-            and _GLUE.match(text[m.end : nxt.start])
+            and (_GLUE.match(between) or (pair and _PAIR_OF.match(between)))
         ):
             chain.append(m)
         else:
@@ -231,7 +244,7 @@ def _bind(text: str, mentions: list[_Mention]) -> list[tuple[_Mention, list[_Men
             chain = []
     # Attributes in another clause: the nearest object before them in the same sentence.
     for a in loose:
-        if a.kind == "article":
+        if a.kind == "article" or _goes_with(text, a):
             continue
         owners = [
             b
@@ -241,6 +254,14 @@ def _bind(text: str, mentions: list[_Mention]) -> list[tuple[_Mention, list[_Men
         if owners:
             owners[-1][1].append(a)
     return bound
+
+
+def _goes_with(text: str, m: _Mention) -> bool:
+    """Whether a colour or material is what a thing goes with ("harmonizes well with black",
+    "黒とよく調和する"), not the thing's own."""
+    if m.kind not in ("color", "material"):
+        return False
+    return bool(_GOES_WITH_EN.search(text[: m.start]) or _GOES_WITH_JA.match(text[m.end :]))
 
 
 def _requested(

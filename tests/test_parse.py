@@ -74,6 +74,42 @@ def test_attributes_bind_to_their_own_noun():
     }
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # The colour a thing goes with is not its own, in any clause or language.
+        (
+            "a sink that harmonizes well with black and two baskets",
+            {("sink", None, None, None), ("basket", None, None, 2)},
+        ),
+        (
+            "a wooden sofa that goes well with yellow",
+            {("sofa", "wooden", None, None)},
+        ),
+        (
+            "木製の棚には、黄色とよく調和するバスケットがあります",
+            {("shelf", "wooden", None, None), ("basket", None, None, None)},
+        ),
+        (
+            "赤いソファは白に合う",
+            {("sofa", None, "red", None)},
+        ),
+        # "pair" is a count only as "a pair of"; "pairs well" is none.
+        (
+            "The sofa pairs well with the lamp",
+            {("sofa", None, None, None), ("lamp", None, None, None)},
+        ),
+        (
+            "the sofa and the lamp pair well",
+            {("sofa", None, None, None), ("lamp", None, None, None)},
+        ),
+        ("a pair of red lamps", {("lamp", None, "red", 2)}),
+    ],
+)
+def test_what_a_thing_goes_with_is_not_its_own(text, expected):
+    assert _tuples(parse_prompt(text)) == expected
+
+
 def test_misspelling_corrected_and_reported():
     result = parse_prompt("a woden shelf next to a cofee table")
     assert _tuples(result) == {("shelf", "wooden", None, None), ("coffee table", None, None, None)}
