@@ -683,3 +683,33 @@ def test_init_refuses_an_adapter_of_another_shape(work, trained, tmp_path, capsy
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("genimg train-lora: error: --recipe: init") and words in last, last
         assert not (tmp_path / "o" / WEIGHT_NAME).exists()
+
+
+def test_merge_loras_script_equals_loading_both(work, tmp_path):
+    """scripts/merge_loras.py: two adapters with weights as one of their summed rank give
+    the UNet the same output as the two loaded side by side."""
+    from tiny_assets import make_lora
+
+    from genimg import adapters
+    from genimg.pipeline import load_pipeline
+
+    a, b = (
+        make_lora(work / "base", tmp_path / "a", seed=1),
+        make_lora(work / "base", tmp_path / "b", seed=2),
+    )
+    script = ROOT / "scripts" / "merge_loras.py"
+    cmd = [sys.executable, str(script), str(tmp_path / "ab"), f"{a}:0.5", f"{b}:-1"]
+    assert subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.startswith(
+        "wrote"
+    )
+    merged = resolve_adapter(tmp_path / "ab")
+    assert (merged.rank, merged.alpha) == (8, 8)
+    one, two = load_pipeline(work / "base"), load_pipeline(work / "base")
+    adapters.apply(one, [adapters.resolve(f"{tmp_path / 'ab'}:1")], fuse=False)
+    adapters.apply(two, [adapters.resolve(f"{a}:0.5"), adapters.resolve(f"{b}:-1")], fuse=False)
+    base = load_pipeline(work / "base")
+    x, context = torch.randn(2, 4, 4, 4), torch.randn(2, 7, 32)
+    with torch.no_grad():
+        outs = [p.unet(x, 500, encoder_hidden_states=context).sample for p in (one, two, base)]
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+    assert (outs[0] - outs[2]).abs().max() > 1e-3  # the adapters do something
