@@ -15,6 +15,8 @@ from genimg.scene import Item, Layout
 from genimg.taxonomy import COLORS, COUNT_WORDS, MATERIALS, OBJECTS, RELATIONS, SCENES
 
 __all__ = [
+    "catalog_free",
+    "catalog_free_ja",
     "catalog_prose",
     "catalog_prose_ja",
     "catalog_text",
@@ -440,6 +442,135 @@ def _ja_te(clause: str) -> str:
 
 def _ja_end(clause: str) -> str:
     return clause[: -len("があり")] + "があります" if clause.endswith("があり") else clause + "です"
+
+
+# ---- Free-form copy (a fifth column, in other registers) ----------------------------------
+# Shop copy in forms neither the listing nor the prose templates use: inventories ("Mirror:
+# brass."), openers without a verb, things placed with verbs ("rests on", "hangs above"),
+# imperatives ("Complete the look with ..."). Same rule: every object named, no attribute
+# wrong; an attribute may be left out.
+
+_FREE_OPEN_EN = (
+    "Featuring {}.",
+    "{S} essentials: {}.",
+    "Shown here: {}.",
+    "A {adj} {s} with {}.",
+    "Everything this {s} needs: {}.",
+)
+_FREE_BARE_EN = ("Step into a {adj} {s}.", "Your {s}, refreshed.", "A {adj} {s}, piece by piece.")
+_FREE_ADJ_EN = ("calm", "bright", "warm", "cozy", "quiet", "sunny")
+_FREE_MADE_EN = ("comes in", "is crafted from", "is done in")
+_FREE_PLACE_EN = ("stands in the corner", "sits by the wall", "waits nearby", "fills the space")
+_FREE_ADD_EN = (
+    "Complete the look with {}",
+    "Add {} for a finishing touch",
+    "Don't miss {}",
+    "Finish with {}",
+)
+
+
+def _free_item_en(item: Item, rng: np.random.Generator) -> str:
+    """One sentence about one item, in one of the free forms, without the full stop."""
+    obj = OBJECTS[item.name]
+    form = int(rng.integers(4))
+    if item.relation and form != 2:  # a placed thing is not said to stand elsewhere
+        rel, target = item.relation
+        verb = "hangs above" if rel == "above" else _pick(rng, ("rests on", "sits on", "stands on"))
+        if item.count > 1:
+            verb = {"hangs above": "hang above", "rests on": "rest on", "sits on": "sit on",
+                    "stands on": "stand on"}[verb]  # fmt: skip
+        text = f"{_en(item)} {verb} the {target}"
+        return text[0].upper() + text[1:]
+    if form == 0:  # inventory: "Mirror: brass." / "Baskets: two, wicker."
+        noun = obj.plural if item.count > 1 else obj.name
+        words = [w for w in (item.color, _mat_adj_en(item)) if w]
+        count = f"{COUNT_WORDS[item.count][0]}, " if item.count > 1 else ""
+        return f"{noun.capitalize()}: {count}{' '.join(words)}"
+    if form == 1:
+        subject = f"The {COUNT_WORDS[item.count][0]} {obj.plural}" if item.count > 1 else (
+            f"The {obj.name}")  # fmt: skip
+        mat = _MAT_NOUN_EN.get(item.material, item.material)
+        verb = _pick(rng, _FREE_MADE_EN)
+        if item.count > 1:
+            verb = {"comes in": "come in", "is crafted from": "are crafted from",
+                    "is done in": "are done in"}[verb]  # fmt: skip
+        return f"{subject} {verb} {item.color + ' ' if item.color else ''}{mat}"
+    if form == 2:
+        return _pick(rng, _FREE_ADD_EN).format(_en(item))
+    text = f"{_en(item)} {_pick(rng, _FREE_PLACE_EN)}"
+    if item.count > 1:
+        text = text.replace(" stands ", " stand ").replace(" sits ", " sit ")
+        text = text.replace(" waits ", " wait ").replace(" fills ", " fill ")
+    return text[0].upper() + text[1:]
+
+
+def catalog_free(layout: Layout, rng: np.random.Generator) -> str:
+    """Free-form shop copy in English (see the section's comment)."""
+    items = [layout.items[i] for i in rng.permutation(len(layout.items))]
+    adj, scene = _pick(rng, _FREE_ADJ_EN), layout.scene
+    n_open = int(rng.integers(0, min(3, len(items)) + 1))
+    opened = [it for it in items[:n_open] if not it.relation]  # placed things get a sentence
+    if opened:
+        text = _pick(rng, _FREE_OPEN_EN).format(
+            _join_en([_en(it) for it in opened]), S=scene.capitalize(), s=scene, adj=adj
+        )
+    else:
+        text = _pick(rng, _FREE_BARE_EN).format(s=scene, adj=adj)
+    for item in items:
+        if item not in opened:
+            text += f" {_free_item_en(item, rng)}."
+    return text
+
+
+_FREE_OPEN_JA = (
+    "{}をそろえた{s}。",
+    "{s}の定番：{}。",
+    "{adj}{s}。{}がそろっています。",
+    "主役は{}。",
+)
+_FREE_BARE_JA = ("{adj}{s}。", "{s}をリフレッシュ。", "{adj}{s}をつくるアイテム。")
+_FREE_ADJ_JA = ("落ち着いた", "明るい", "あたたかな", "居心地のよい", "静かな")
+_FREE_PLACE_JA = ("隅には{}", "そばには{}", "壁際に{}", "{}がアクセント")
+_FREE_ADD_JA = ("{}を添えて", "仕上げに{}を", "{}もおすすめです")
+
+
+def _free_item_ja(item: Item, rng: np.random.Generator) -> str:
+    """One sentence about one item, without the 。."""
+    obj = OBJECTS[item.name]
+    form = int(rng.integers(4))
+    if item.relation and form != 2:  # a placed thing is not said to stand elsewhere
+        rel, target = item.relation
+        place = f"{OBJECTS[target].ja}の{'上方' if rel == 'above' else '上'}に"
+        verb = "を掛けて" if rel == "above" else _pick(rng, ("を置いて", "を載せて"))
+        return f"{place}{_ja(item)}{verb}"
+    if form == 0:  # inventory: "鏡：真鍮" / "バスケット：2つ・籐"
+        words = [_pick(rng, _COUNT_JA[item.count])] if item.count > 1 else []
+        words += [COLORS[item.color].ja_synonyms[-1]] if item.color else []
+        words.append(_MAT_PRED_JA[item.material])
+        return f"{obj.ja}：{'・'.join(words)}"
+    if form == 1:
+        name = f"{_pick(rng, _COUNT_JA[item.count])}の{obj.ja}" if item.count > 1 else obj.ja
+        color = COLORS[item.color].ja if item.color else ""
+        return f"{name}は{color}{_MAT_PRED_JA[item.material]}で統一"
+    table = _FREE_ADD_JA if form == 2 else _FREE_PLACE_JA
+    return _pick(rng, table).format(_ja(item))
+
+
+def catalog_free_ja(layout: Layout, rng: np.random.Generator) -> str:
+    """Free-form shop copy in Japanese, as `catalog_free`."""
+    items = [layout.items[i] for i in rng.permutation(len(layout.items))]
+    adj, scene = _pick(rng, _FREE_ADJ_JA), SCENES[layout.scene].ja
+    n_open = int(rng.integers(0, min(3, len(items)) + 1))
+    opened = [it for it in items[:n_open] if not it.relation]
+    if opened:
+        listed = "、".join(_ja(it) for it in opened)
+        text = _pick(rng, _FREE_OPEN_JA).format(listed, s=scene, adj=adj)
+    else:
+        text = _pick(rng, _FREE_BARE_JA).format(s=scene, adj=adj)
+    for item in items:
+        if item not in opened:
+            text += f"{_free_item_ja(item, rng)}。"
+    return text
 
 
 # ---- Web alt text -----------------------------------------------------------------------

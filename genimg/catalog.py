@@ -10,6 +10,10 @@
                ("The sink is made of white ceramic"), what things are for, the colour a
                piece goes with; an attribute is sometimes left out, never wrong
     prose_ja   the same in Japanese ("シンクは白い陶器製で、")
+    free       free-form shop copy, English: inventories ("Mirror: brass."), verbless
+               openers, things placed with verbs ("rests on the shelf"), imperatives
+               ("Complete the look with ..."); every object named, no attribute wrong
+    free_ja    the same in Japanese ("鏡：真鍮", "シンクの上に ... を載せて")
     web_text   loose web alt text: the room and at most two objects, sometimes vague
     web_lang   "en" or "ja" (about 30% of web captions are Japanese)
     title      product title ("Bathroom set: brown wooden shelf with two wicker baskets, ...")
@@ -55,14 +59,18 @@ _CHUNK = 64  # records per worker task: large enough to hide IPC, small enough t
 
 
 def _rngs(index: int, seed: int, split: str) -> list[np.random.Generator]:
-    """Independent streams for layout, drawing, captions and prose captions of one record
-    (the prose stream came last: adding it left the other three as they were)."""
+    """Independent streams for layout, drawing, captions, prose and free-form captions of
+    one record (each caption stream added last: the earlier ones stayed as they were)."""
     ss = np.random.SeedSequence((zlib.crc32(split.encode()), seed, index))
-    return [np.random.default_rng(s) for s in ss.spawn(4)]
+    return [np.random.default_rng(s) for s in ss.spawn(5)]
 
 
 def _row(
-    layout: Layout, size: int, rng: np.random.Generator, prose_rng: np.random.Generator
+    layout: Layout,
+    size: int,
+    rng: np.random.Generator,
+    prose_rng: np.random.Generator,
+    free_rng: np.random.Generator,
 ) -> dict:
     objects = []
     for it in layout.items:
@@ -90,6 +98,8 @@ def _row(
         "text_ja": captions.catalog_text_ja(layout, rng),
         "prose": captions.catalog_prose(layout, prose_rng),
         "prose_ja": captions.catalog_prose_ja(layout, prose_rng),
+        "free": captions.catalog_free(layout, free_rng),
+        "free_ja": captions.catalog_free_ja(layout, free_rng),
         "web_text": web,
         "web_lang": lang,
         "title": captions.title(layout),
@@ -109,7 +119,7 @@ def render_record(
 ) -> tuple[Image.Image, dict]:
     """Render record `index` (>= 0) of split `split` made with `seed` (>= 0): the RGB image
     and its metadata row (the metadata.jsonl row without file_name)."""
-    layout_rng, draw_rng, text_rng, prose_rng = _rngs(index, seed, split)
+    layout_rng, draw_rng, text_rng, prose_rng, free_rng = _rngs(index, seed, split)
     scenes = list(_SCENE_P)
     scene = scenes[int(layout_rng.choice(len(scenes), p=list(_SCENE_P.values())))]
     layout = make_layout(scene, layout_rng)
@@ -117,7 +127,7 @@ def render_record(
     draw_room(cv, layout.room, light_left=bool(draw_rng.random() < 0.5))
     for item in layout.items:
         draw_item(cv, item, layout.flipped, draw_rng)
-    row = _row(layout, size, text_rng, prose_rng)
+    row = _row(layout, size, text_rng, prose_rng, free_rng)
     row.update(seed=seed, split=split, index=index)
     return cv.to_image(), row
 

@@ -26,7 +26,8 @@ JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 def _named_en(name: str, text: str) -> bool:
     obj = OBJECTS[name]
     words = "|".join(re.escape(w) for w in (obj.name, obj.plural))
-    return re.search(rf"\b({words})\b", text) is not None  # "chair" is not in "armchair"
+    # Any case: a sentence may start with the noun ("Sink: marble."); "chair" is not "armchair".
+    return re.search(rf"\b({words})\b", text, re.IGNORECASE) is not None
 
 
 def _objects_named(text: str) -> set[str]:
@@ -123,7 +124,7 @@ def test_prose_captions_name_every_object_and_state_no_wrong_attribute(records):
     # to an object is the record's (the colour a piece "goes with" binds to nothing).
     for _, row in records:
         truth = {o["name"]: o for o in row["objects"]}
-        for column in ("prose", "prose_ja"):
+        for column in ("prose", "prose_ja", "free", "free_ja"):
             text = row[column]
             assert _objects_named(text) == set(truth), (column, text)
             for req in parse_prompt(text).objects:
@@ -131,9 +132,25 @@ def test_prose_captions_name_every_object_and_state_no_wrong_attribute(records):
                 assert req.material in (None, obj["material"]), (req, text)
                 assert req.count in (None, obj["count"]), (req, text)
                 assert req.color in (None, obj["color"]), (req, text)
-        assert not JAPANESE.search(row["prose"]) and JAPANESE.search(row["prose_ja"])
-        assert not re.search(r"[a-z]", row["prose_ja"])
-        assert row["prose"] != row["text"] and row["prose_ja"] != row["text_ja"]
+        for en, ja in (("prose", "prose_ja"), ("free", "free_ja")):
+            assert not JAPANESE.search(row[en]) and JAPANESE.search(row[ja])
+            assert not re.search(r"[a-z]", row[ja])
+            assert row[en] != row["text"] and row[ja] != row["text_ja"]
+        assert row["free"] != row["prose"] and row["free_ja"] != row["prose_ja"]
+
+
+def test_free_captions_use_forms_the_other_captions_do_not(records):
+    en = " ".join(row["free"] for _, row in records)
+    ja = "".join(row["free_ja"] for _, row in records)
+    inventory_en = re.compile(r"\b[A-Z][a-z]+(?: [a-z]+)?: [a-z]")  # "Mirror: brass"
+    assert inventory_en.search(en) and re.search("[ァ-ヶー一-龯]+：", ja)  # "鏡：真鍮"
+    for form in (" rests on the ", " sits on the ", "Complete the look with ", "Featuring "):
+        assert form in en, form
+    for form in ("を載せて", "を添えて", "で統一", "がアクセント"):
+        assert form in ja, form
+    for _, row in records:
+        for column in ("text", "prose"):
+            assert not inventory_en.search(row[column]) and " rests on " not in row[column]
 
 
 def test_prose_forms_vary(records):
@@ -169,6 +186,19 @@ def test_prose_stream_leaves_the_other_columns_as_they_were():
     assert (
         row["text_ja"]
         == "赤い金属製の蛇口を置いた緑の大理石のシンク、二つの真鍮の花瓶があるキッチン"
+    )
+    # The free-form stream came after the prose one and left it as it was.
+    assert row["prose"] == (
+        "This kitchen has two brass vases. The sink is made of green marble. "
+        "On the sink is a red metal faucet."
+    )
+    assert row["prose_ja"] == (
+        "蛇口を載せた緑の大理石のシンクのあるキッチンです。蛇口は赤い金属製です。"
+        "二つの花瓶はシンプルな真鍮のデザインです。"
+    )
+    assert row["free"] == (
+        "A quiet kitchen with two brass vases and a green marble sink. "
+        "Finish with a red metal faucet."
     )
 
 
