@@ -469,6 +469,15 @@ _FREE_ADD_EN = (
 )
 
 
+def _verb(verb: str, count: int) -> str:
+    """The singular verb phrase `verb` made to agree with `count`: "hangs above" -> "hang
+    above", "is done in" -> "are done in"."""
+    if count == 1:
+        return verb
+    first, _, rest = verb.partition(" ")
+    return " ".join(w for w in ("are" if first == "is" else first[:-1], rest) if w)
+
+
 def _free_item_en(item: Item, rng: np.random.Generator) -> str:
     """One sentence about one item, in one of the free forms, without the full stop."""
     obj = OBJECTS[item.name]
@@ -476,10 +485,7 @@ def _free_item_en(item: Item, rng: np.random.Generator) -> str:
     if item.relation and form != 2:  # a placed thing is not said to stand elsewhere
         rel, target = item.relation
         verb = "hangs above" if rel == "above" else _pick(rng, ("rests on", "sits on", "stands on"))
-        if item.count > 1:
-            verb = {"hangs above": "hang above", "rests on": "rest on", "sits on": "sit on",
-                    "stands on": "stand on"}[verb]  # fmt: skip
-        text = f"{_en(item)} {verb} the {target}"
+        text = f"{_en(item)} {_verb(verb, item.count)} the {target}"
         return text[0].upper() + text[1:]
     if form == 0:  # inventory: "Mirror: brass." / "Baskets: two, wicker."
         noun = obj.plural if item.count > 1 else obj.name
@@ -487,39 +493,19 @@ def _free_item_en(item: Item, rng: np.random.Generator) -> str:
         count = f"{COUNT_WORDS[item.count][0]}, " if item.count > 1 else ""
         return f"{noun.capitalize()}: {count}{' '.join(words)}"
     if form == 1:
-        subject = f"The {COUNT_WORDS[item.count][0]} {obj.plural}" if item.count > 1 else (
-            f"The {obj.name}")  # fmt: skip
+        subject = f"{COUNT_WORDS[item.count][0]} {obj.plural}" if item.count > 1 else obj.name
         mat = _MAT_NOUN_EN.get(item.material, item.material)
-        verb = _pick(rng, _FREE_MADE_EN)
-        if item.count > 1:
-            verb = {"comes in": "come in", "is crafted from": "are crafted from",
-                    "is done in": "are done in"}[verb]  # fmt: skip
-        return f"{subject} {verb} {item.color + ' ' if item.color else ''}{mat}"
+        verb = _verb(_pick(rng, _FREE_MADE_EN), item.count)
+        return f"The {subject} {verb} {item.color + ' ' if item.color else ''}{mat}"
     if form == 2:
         return _pick(rng, _FREE_ADD_EN).format(_en(item))
-    text = f"{_en(item)} {_pick(rng, _FREE_PLACE_EN)}"
-    if item.count > 1:
-        text = text.replace(" stands ", " stand ").replace(" sits ", " sit ")
-        text = text.replace(" waits ", " wait ").replace(" fills ", " fill ")
+    text = f"{_en(item)} {_verb(_pick(rng, _FREE_PLACE_EN), item.count)}"
     return text[0].upper() + text[1:]
 
 
 def catalog_free(layout: Layout, rng: np.random.Generator) -> str:
     """Free-form shop copy in English (see the section's comment)."""
-    items = [layout.items[i] for i in rng.permutation(len(layout.items))]
-    adj, scene = _pick(rng, _FREE_ADJ_EN), layout.scene
-    n_open = int(rng.integers(0, min(3, len(items)) + 1))
-    opened = [it for it in items[:n_open] if not it.relation]  # placed things get a sentence
-    if opened:
-        text = _pick(rng, _FREE_OPEN_EN).format(
-            _join_en([_en(it) for it in opened]), S=scene.capitalize(), s=scene, adj=adj
-        )
-    else:
-        text = _pick(rng, _FREE_BARE_EN).format(s=scene, adj=adj)
-    for item in items:
-        if item not in opened:
-            text += f" {_free_item_en(item, rng)}."
-    return text
+    return _free_copy(layout, rng, en=True)
 
 
 _FREE_OPEN_JA = (
@@ -558,18 +544,25 @@ def _free_item_ja(item: Item, rng: np.random.Generator) -> str:
 
 def catalog_free_ja(layout: Layout, rng: np.random.Generator) -> str:
     """Free-form shop copy in Japanese, as `catalog_free`."""
+    return _free_copy(layout, rng, en=False)
+
+
+def _free_copy(layout: Layout, rng: np.random.Generator, en: bool) -> str:
+    """An opener listing up to three unplaced items (or none), then a sentence per item."""
     items = [layout.items[i] for i in rng.permutation(len(layout.items))]
-    adj, scene = _pick(rng, _FREE_ADJ_JA), SCENES[layout.scene].ja
+    adj = _pick(rng, _FREE_ADJ_EN if en else _FREE_ADJ_JA)
+    scene = layout.scene if en else SCENES[layout.scene].ja
     n_open = int(rng.integers(0, min(3, len(items)) + 1))
-    opened = [it for it in items[:n_open] if not it.relation]
+    opened = [it for it in items[:n_open] if not it.relation]  # placed things get a sentence
     if opened:
-        listed = "、".join(_ja(it) for it in opened)
-        text = _pick(rng, _FREE_OPEN_JA).format(listed, s=scene, adj=adj)
+        listed = _join_en([_en(it) for it in opened]) if en else "、".join(map(_ja, opened))
+        opener = _pick(rng, _FREE_OPEN_EN if en else _FREE_OPEN_JA)
+        text = opener.format(listed, S=scene.capitalize(), s=scene, adj=adj)
     else:
-        text = _pick(rng, _FREE_BARE_JA).format(s=scene, adj=adj)
+        text = _pick(rng, _FREE_BARE_EN if en else _FREE_BARE_JA).format(s=scene, adj=adj)
     for item in items:
         if item not in opened:
-            text += f"{_free_item_ja(item, rng)}。"
+            text += f" {_free_item_en(item, rng)}." if en else f"{_free_item_ja(item, rng)}。"
     return text
 
 
