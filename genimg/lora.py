@@ -321,14 +321,26 @@ def _lora_key(key: str) -> tuple[str, str] | None:
     return None
 
 
+_KOHYA_PREFIXES = {"unet": ("lora_unet",), "text_encoder": ("lora_te", "lora_te1")}
+
+
+def _file_names(comp: str, path: str) -> set[str]:
+    """Every name a LoRA file (diffusers or kohya) may give module `path` of `comp`."""
+    paths = {path}
+    # transformers 5 dropped CLIPTextModel's `text_model.` level; files name it.
+    if comp == "text_encoder":
+        bare = path.removeprefix("text_model.")
+        paths = {bare, f"text_model.{bare}"}
+    return {f"{comp}.{p}" for p in paths} | {
+        f"{k}_{p.replace('.', '_')}" for p in paths for k in _KOHYA_PREFIXES[comp]
+    }
+
+
 def _module_table(pipe) -> dict[str, tuple[int, int]]:
     """(in, out) features of every linear/conv layer, under diffusers and kohya names."""
     table = {}
-    for prefix, kohya, model in (
-        ("unet", ("lora_unet",), pipe.unet),
-        ("text_encoder", ("lora_te", "lora_te1"), pipe.text_encoder),
-    ):
-        for name, mod in model.named_modules():
+    for comp in _KOHYA_PREFIXES:
+        for name, mod in getattr(pipe, comp).named_modules():
             if "base_layer" in name or "lora_" in name:
                 continue  # inside peft's wrapper of a layer that already has adapters
             layer = getattr(mod, "base_layer", mod)
@@ -338,13 +350,7 @@ def _module_table(pipe) -> dict[str, tuple[int, int]]:
                 dims = (layer.in_channels, layer.out_channels)
             else:
                 continue
-            # transformers 5 dropped CLIPTextModel's `text_model.` level; files name it.
-            for path in {name, name.removeprefix("text_model.")} | (
-                {f"text_model.{name}"} if prefix == "text_encoder" else set()
-            ):
-                table[f"{prefix}.{path}"] = dims
-                for k in kohya:
-                    table[f"{k}_{path.replace('.', '_')}"] = dims
+            table.update(dict.fromkeys(_file_names(comp, name), dims))
     return table
 
 
@@ -455,14 +461,13 @@ def _warm_start(pipe, recipe: LoraRecipe) -> None:
         raise refuse(f"has rank {info.rank}, alpha {info.alpha or info.rank:g}; the recipe "
                      f"{recipe.rank}, {recipe.lora_alpha}")  # fmt: skip
     params = {}  # (module key as a file may name it, "down" | "up") -> parameter
-    for comp, kohya in (("unet", ("lora_unet",)), ("text_encoder", ("lora_te", "lora_te1"))):
+    for comp in _KOHYA_PREFIXES:
         for name, p in getattr(pipe, comp).named_parameters():
             for kind, tag in (("down", ".lora_A.default.weight"), ("up", ".lora_B.default.weight")):
                 if name.endswith(tag):
-                    path = name.removesuffix(tag).removeprefix("text_model.")
-                    for alias in (path, f"text_model.{path}"):
-                        params[(f"{comp}.{alias}", kind)] = p
-                        params.update({(f"{k}_{alias.replace('.', '_')}", kind): p for k in kohya})
+                    params.update(
+                        {(alias, kind): p for alias in _file_names(comp, name[: -len(tag)])}
+                    )
     copied = set()
     with torch.no_grad():
         for key, tensor in load_file(str(info.path)).items():
