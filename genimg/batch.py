@@ -37,7 +37,7 @@ from genimg import manifest
 from genimg.errors import UsageError, check_float, check_int
 from genimg.manifest import CONFIG, MANIFEST, PARTS, REPORTS
 from genimg.prompts import OVERRIDES, PromptSpec, read_prompts
-from genimg.render import _BATCH, check_inputs, file_name
+from genimg.render import _BATCH, check_inputs, file_name, unet_param
 from genimg.traced import fixed_adapters
 
 __all__ = ["Settings", "acceptance_text", "options", "render_batch", "render_prompts"]
@@ -84,6 +84,7 @@ def render_batch(pipe, requests: list[tuple[str, int]], settings: Settings, cach
     by_length: dict[int, list[int]] = {}
     for k, (prompt, _) in enumerate(requests):
         by_length.setdefault(cache[prompt, s.negative_prompt][0].shape[1], []).append(k)
+    param = unet_param(pipe)
     with fixed_adapters(pipe.unet):
         for ks in by_length.values():
             for start in range(0, len(ks), _BATCH):
@@ -94,7 +95,7 @@ def render_batch(pipe, requests: list[tuple[str, int]], settings: Settings, cach
                     negative_prompt_embeds=(
                         torch.cat([u for _, u in embeds]) if s.guidance_scale > 1 else None
                     ),
-                    latents=torch.cat([noise[k] for k in part]).to(pipe.device, pipe.unet.dtype),
+                    latents=torch.cat([noise[k] for k in part]).to(param.device, param.dtype),
                     generator=[generators[k] for k in part],
                     num_inference_steps=s.num_inference_steps,
                     guidance_scale=s.guidance_scale,
