@@ -498,6 +498,28 @@ def test_adapters_switch_fuse_and_unfuse_cleanly(model_dir, lora_dir, name):
     assert images[0].size == (64, 64)
 
 
+def test_a_render_walks_no_module_tree(model_dir, lora_dir, monkeypatch):
+    # diffusers' pipe.device, unet.dtype and _execution_device walk every module for hooks:
+    # milliseconds a call with an adapter's peft layers. A render reads a first parameter.
+    pipe = pipeline.load_pipeline(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    adapters.apply(pipe, [adapters.resolve("locon:0.8", lora_dir)])  # fused
+    kwargs = {"num_inference_steps": 2, "num_images": 2, "height": 64, "width": 64}
+    first = render(pipe, "a sink", **kwargs)
+    visited = []
+
+    def counting(walk):
+        return lambda *a, **k: (visited.append(m) or m for m in walk(*a, **k))
+
+    for model in (pipe.unet, pipe.vae):
+        monkeypatch.setattr(model, "named_modules", counting(model.named_modules))
+    again = render(pipe, "a sink", **kwargs)
+    assert len(visited) <= 10  # the modules up to a first parameter, three reads; not hundreds
+    assert _pixels(again).tobytes() == _pixels(first).tobytes()
+    assert pipe.unet.dtype == torch.float32  # diffusers' property: the counting sees its walk
+    assert len(visited) > sum(1 for _ in pipe.unet.modules())
+
+
 @pytest.mark.parametrize("first", ["bathroom", "locon"])
 def test_unfused_adapters_run_in_weight_space_with_pefts_result(model_dir, lora_dir, first):
     from peft.tuners.lora.layer import Conv2d, Linear
