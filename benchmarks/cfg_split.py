@@ -12,13 +12,13 @@ Performance): the split is no faster.
 from __future__ import annotations
 
 import argparse
-import statistics
 import threading
 import time
 
 import torch
 
 from genimg import pipeline
+from genimg.bench import _medians
 
 
 def main() -> None:
@@ -52,15 +52,8 @@ def main() -> None:
             w.join()
 
     fns = {"2 rows, 2 threads": two_rows, "1 row, 1 thread": one_row, "2 x 1 row split": split}
-    times: dict = {k: [] for k in fns}
-    for i in range(args.rounds + 1):  # round 0 traces
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if i:
-                times[k].append((time.perf_counter() - t0) / args.steps)
-    for k, v in times.items():
-        print(f"{k}: {statistics.median(v) * 1e3:.2f} ms a step")
+    for k, s in _medians(fns, args.rounds, time.perf_counter).items():  # round 0 traces
+        print(f"{k}: {s / args.steps * 1e3:.2f} ms a step")
     diff = (torch.cat([outs[0], outs[1]]) - outs["both"]).abs().max().item()
     print(f"largest difference, split vs 2 rows: {diff:.2e}")
 

@@ -14,7 +14,6 @@ For a before/after figure run it in a worktree of the older commit as well
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import timeit
 
@@ -25,7 +24,7 @@ def main() -> None:
     from diffusers import StableDiffusionPipeline
 
     from genimg import adapters, pipeline
-    from genimg.bench import PROMPT, _plain_pipeline
+    from genimg.bench import PROMPT, _medians, _plain_pipeline
     from genimg.render import render
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,14 +42,7 @@ def main() -> None:
     }
     for p in (*pipes.values(), plain):
         p.set_progress_bar_config(disable=True)
-    times: dict = {k: [] for k in fns}
-    for i in range(args.rounds + 1):  # round 0 warms up (and traces)
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if i:
-                times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = _medians(fns, args.rounds, time.perf_counter)  # interleaved, after a warm-up round
     print(
         f"render: base {med['base'] * 1e3:.1f} ms, fused {med['fused'] * 1e3:.1f} ms, "
         f"fused overhead {med['fused'] / med['base'] - 1:.3f}; "

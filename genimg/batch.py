@@ -36,8 +36,9 @@ from pathlib import Path
 from genimg import manifest
 from genimg.errors import UsageError, check_float, check_int
 from genimg.manifest import CONFIG, MANIFEST, PARTS, REPORTS
+from genimg.pipeline import unet_param
 from genimg.prompts import OVERRIDES, PromptSpec, read_prompts
-from genimg.render import _BATCH, check_inputs, file_name, unet_param
+from genimg.render import _BATCH, check_inputs, file_name
 from genimg.traced import fixed_adapters
 
 __all__ = ["Settings", "acceptance_text", "options", "render_batch", "render_prompts"]
