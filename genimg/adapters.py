@@ -248,7 +248,9 @@ def _merged_weight(layer, names: list[str]):
     if layer.__dict__.get("_genimg_merge_key") != key:
         if torch.jit.is_tracing():  # the graph then merges at every call, as before
             return _merged(layer, names)
-        with torch.inference_mode(False):  # a normal tensor: updated in place in any mode
+        # A normal tensor (updated in place in any mode) with no autograd history: leaving
+        # inference mode turns gradients back on.
+        with torch.inference_mode(False), torch.no_grad():
             weight = _merged(layer, names)
             old = layer._buffers.get("_genimg_merged")
             if old is not None and _same_layout(old, weight):
