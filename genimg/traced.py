@@ -7,7 +7,7 @@ per module on top. A graph is made once per input shape and replayed.
 On the CPU in float32 the graph is the UNet exported to ONNX and run by onnxruntime, which
 packs the weights for its kernels once and fuses ops: one UNet call at 2 CFG rows 8.3 ms
 against a trace's 15.2 and eager's ~20, 104 against 150 ms at 32 rows (2 threads, the
-shipped UNet); a render 1.27-1.33x the traced one, `render_batch` 1.18-1.23x. Its result
+shipped UNet); a render 1.07-1.33x the traced one, `render_batch` 1.18-1.23x. Its result
 is eager's to float rounding (~5e-6 on the UNet's output), not bit for bit, and an image's
 bits still do not depend on its batch (a session per shape; tests). Elsewhere a
 `torch.jit.trace` replays eager's own kernels from C++ (1.33x eager at 2 rows, 1 thread;
