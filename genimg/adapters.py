@@ -230,8 +230,9 @@ def _merged_weight(layer, names: list[str]):
     scalings or any weight change (replaced, or in place: tensors count their in-place
     updates).
 
-    The merged weight is a buffer of the layer, updated in place, so a traced UNet graph
-    reads it like a parameter; before each replay `genimg.traced` calls the layers'
+    The merged weight is a buffer of the layer, updated in place, so a UNet graph reads it
+    like a parameter (a trace live, an onnxruntime session rebuilt when the buffer's
+    version moves); before each replay `genimg.traced` calls the layers'
     `_genimg_refresh` whenever the adapter state or an adapted weight has changed, so a
     graph never reads a stale one."""
     import torch

@@ -248,7 +248,7 @@ def bench(cfg: BenchConfig) -> dict:
         return render(pipe, PROMPT, num_images=1, **steps, **size)
 
     t0 = clock()
-    ours_one()  # the first render of a shape also traces the UNet (genimg.traced)
+    ours_one()  # the first render of a shape also builds the UNet's graph (genimg.traced)
     first = clock() - t0
     t = _medians({"plain": plain_one, "ours": ours_one}, cfg.repeats, clock)
     out["render_speedup_vs_diffusers"] = t["plain"] / t["ours"]

@@ -141,7 +141,8 @@ def load_pipeline(model: str | Path = DEFAULT_MODEL, device: str = "cpu", schedu
     batch_invariant_time_embedding(pipe.unet)
     pipe.vae.enable_slicing()
     split_geglu(pipe.unet)
-    # Sampling steps replay traced graphs: the small UNet's steps are mostly Python overhead.
+    # Sampling steps replay compiled graphs (onnxruntime on the CPU): the small UNet's steps
+    # are mostly the cost of its many small ops.
     trace_unet(pipe.unet)
     # oneDNN's convolutions run natively on NHWC weights: 1.09x a traced sampling step and
     # 1.19x a training step at batch 64 (2 cores); the VAE decodes 1.55x faster (80 -> 51 ms

@@ -4,15 +4,16 @@ genimg's UNet is small (~6M parameters on 16x16 latents), so a sampling step is 
 cost of its ~1,400 small ops, not of their arithmetic, and eager PyTorch adds Python's cost
 per module on top. A graph is made once per input shape and replayed.
 
-On the CPU in float32 the graph is the UNet exported to ONNX and run by onnxruntime, which
-packs the weights for its kernels once and fuses ops: one UNet call at 2 CFG rows 8.3 ms
-against a trace's 15.2 and eager's ~20, 104 against 150 ms at 32 rows (2 threads, the
-shipped UNet); a render 1.07-1.33x the traced one, `render_batch` 1.18-1.23x. Its result
-is eager's to float rounding (~5e-6 on the UNet's output), not bit for bit, and an image's
-bits still do not depend on its batch (a session per shape; tests). Elsewhere a
-`torch.jit.trace` replays eager's own kernels from C++ (1.33x eager at 2 rows, 1 thread;
-a `torch.export` program run as a GraphModule 1.08x; `torch.compile` 1.07x after a 204 s
-compile). TorchScript and the ONNX exporter used here are deprecated; torch is pinned.
+On the CPU in float32, for a small UNet (`_SESSION_MAX_PARAMS`), the graph is the UNet
+exported to ONNX and run by onnxruntime, which packs the weights for its kernels once and
+fuses ops: one UNet call at 2 CFG rows 8.3 ms against a trace's 15.2 and eager's ~20, 104
+against 150 ms at 32 rows (2 threads, the shipped UNet); a render 1.07-1.33x the traced
+one, `render_batch` 1.18-1.23x. Its result is eager's to float rounding (~5e-6 on the
+UNet's output), not bit for bit, and an image's bits still do not depend on its batch (a
+session per shape; tests). Elsewhere a `torch.jit.trace` replays eager's own kernels from
+C++ (1.33x eager at 2 rows, 1 thread; a `torch.export` program run as a GraphModule 1.08x;
+`torch.compile` 1.07x after a 204 s compile). TorchScript and the ONNX exporter used here
+are deprecated; torch is pinned.
 
 A graph replays one path: it is used only where that path is the one eager would take (no
 gradients, eval mode, one timestep for all rows, no extra UNet arguments) and is keyed by
@@ -33,6 +34,10 @@ __all__ = ["fixed_adapters", "trace_unet"]
 # Graphs kept per UNet, the least recently used dropped first. An onnxruntime session holds
 # its weights and an arena for its activations: ~60-130 MB at 2-8 rows, ~260 MB at 32.
 _MAX_GRAPHS = 8
+# onnxruntime pays where a UNet's ops are small (genimg's: 6M parameters). A large one, such
+# as SD 1.5's 860M, is traced: its time is arithmetic, and a session per shape would copy its
+# 3.4 GB of weights (past the 2 GB an ONNX file holds without external data).
+_SESSION_MAX_PARAMS = 100_000_000
 
 
 def trace_unet(unet) -> None:
@@ -120,11 +125,15 @@ def fixed_adapters(unet):
 
 
 def _graph(unet, sample, t, encoder_hidden_states):
-    """A graph of the UNet's call on these inputs: an onnxruntime session for float32 on the
-    CPU, a TorchScript trace elsewhere."""
+    """A graph of the UNet's call on these inputs: an onnxruntime session for a small UNet in
+    float32 on the CPU, a TorchScript trace elsewhere."""
     import torch
 
-    if sample.device.type == "cpu" and sample.dtype == torch.float32:
+    if (
+        sample.device.type == "cpu"
+        and sample.dtype == torch.float32
+        and sum(p.numel() for p in unet.parameters()) <= _SESSION_MAX_PARAMS
+    ):
         return _Session(unet, sample, t, encoder_hidden_states)
     return _Trace(unet, sample, t, encoder_hidden_states)
 

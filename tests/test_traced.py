@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_assets import TINY, make_lora
 
-from genimg import adapters, pipeline
+from genimg import adapters, pipeline, traced
 from genimg.models import build_components
 from genimg.traced import _MAX_GRAPHS, _Session, _Trace
 
@@ -59,9 +59,12 @@ def test_graphs_give_eagers_result_one_onnxruntime_session_per_shape(model_dir):
     assert torch.equal(four[:2], two)
 
 
-def test_a_trace_gives_eagers_bits(model_dir):
-    # The graph for other devices and dtypes, built here on the CPU.
+def test_a_trace_gives_eagers_bits(model_dir, monkeypatch):
+    # The graph for other devices and dtypes and for large UNets, built here on the CPU.
     unet = pipeline.load_pipeline(model_dir).unet
+    monkeypatch.setattr(traced, "_SESSION_MAX_PARAMS", 1000)  # the tiny UNet is "large"
+    _both(unet, *_inputs(2))
+    assert [type(g) for g in unet._genimg_graphs.values()] == [_Trace]
     x, context = _inputs(2)
     t = torch.tensor(321)
     with torch.no_grad():
@@ -165,8 +168,6 @@ def test_split_geglu_gives_diffusers_result_and_leaves_adapted_projections(model
 def test_fixed_adapters_reads_the_state_once_and_gives_the_same_bits(
     model_dir, tmp_path, monkeypatch
 ):
-    from genimg import traced
-
     pipe = pipeline.load_pipeline(model_dir)
     make_lora(model_dir, tmp_path / "a", seed=1)
     adapters.apply(pipe, [adapters.resolve(f"{tmp_path / 'a'}:0.5")], fuse=False)
