@@ -12,8 +12,9 @@ one, `render_batch` 1.18-1.23x. Its result is eager's to float rounding (~5e-6 o
 UNet's output), not bit for bit, and an image's bits still do not depend on its batch (a
 session per shape; tests). Elsewhere a `torch.jit.trace` replays eager's own kernels from
 C++ (1.33x eager at 2 rows, 1 thread; a `torch.export` program run as a GraphModule 1.08x;
-`torch.compile` 1.07x after a 204 s compile). TorchScript and the ONNX exporter used here
-are deprecated; torch is pinned.
+`torch.compile` 1.07x after a 204 s compile); a UNet the exporter or onnxruntime cannot
+take is traced too, with a warning. TorchScript and the ONNX exporter used here are
+deprecated; torch is pinned.
 
 A graph replays one path: it is used only where that path is the one eager would take (no
 gradients, eval mode, one timestep for all rows, no extra UNet arguments) and is keyed by
@@ -27,6 +28,7 @@ an onnxruntime session holds copies, so it is rebuilt when any weight it copied 
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 
 __all__ = ["fixed_adapters", "trace_unet"]
@@ -134,7 +136,17 @@ def _graph(unet, sample, t, encoder_hidden_states):
         and sample.dtype == torch.float32
         and sum(p.numel() for p in unet.parameters()) <= _SESSION_MAX_PARAMS
     ):
-        return _Session(unet, sample, t, encoder_hidden_states)
+        try:
+            return _Session(unet, sample, t, encoder_hidden_states)
+        except Exception as err:  # any failure of the exporter or of onnxruntime
+            # A UNet or adapter the exporter or onnxruntime cannot take still renders, as
+            # before this backend: the trace gives eager's bits, only slower.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            logging.getLogger("genimg").warning(
+                "onnxruntime graph failed (%s: %s); using a TorchScript trace",
+                type(err).__name__,
+                first[:200],
+            )
     return _Trace(unet, sample, t, encoder_hidden_states)
 
 

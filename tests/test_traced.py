@@ -74,6 +74,22 @@ def test_a_trace_gives_eagers_bits(model_dir, monkeypatch):
         assert torch.equal(graph(x, t, context), _both(unet, x, context, t=t)[1])
 
 
+def test_a_failed_export_falls_back_to_a_trace_and_says_so(model_dir, monkeypatch, caplog):
+    def fail(*args):
+        raise RuntimeError("Exporting the operator 'aten::fancy' is not supported\nmore")
+
+    unet = pipeline.load_pipeline(model_dir).unet
+    monkeypatch.setattr(traced, "_Session", fail)
+    with caplog.at_level("WARNING", logger="genimg"):
+        graph_out, eager = _both(unet, *_inputs(2))
+    assert torch.equal(graph_out, eager)
+    assert [type(g) for g in unet._genimg_graphs.values()] == [_Trace]
+    assert caplog.messages == [
+        "onnxruntime graph failed (RuntimeError: Exporting the operator 'aten::fancy' is not "
+        "supported); using a TorchScript trace"
+    ]
+
+
 def test_a_session_is_rebuilt_when_a_weight_changes(model_dir):
     unet = pipeline.load_pipeline(model_dir).unet
     x, context = _inputs(2)
