@@ -364,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _versions() -> dict:
     import diffusers
+    import onnxruntime  # runs the UNet on the CPU (genimg.traced): its kernels make the pixels
     import torch
     import transformers
 
@@ -371,6 +372,7 @@ def _versions() -> dict:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -182,6 +183,7 @@ def test_cli_writes_report_and_registers_the_run(assets, tmp_path, capsys):
     [run] = runs.list_runs(tmp_path)
     assert (run["kind"], run["status"], run["seeds"]) == ("compare", "finished", [0, 1])
     assert run["models"]["catalog"]["name"] == "catalog" and "torch" in run["versions"]
+    assert run["versions"]["onnxruntime"] == importlib.metadata.version("onnxruntime")
     # a second run into the same folder needs --overwrite
     argv = ("--prompt", PROMPT, "--seeds", 2, "--catalog-lora", lora, "--out", out)
     assert _cli(assets, *argv) == 2
