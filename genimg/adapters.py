@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from genimg.errors import UsageError, check_float
+from genimg.errors import UsageError, check_float, first_line
 
 __all__ = ["LORA_DIR", "WEIGHT_NAME", "Lora", "apply", "list_adapters", "resolve", "weight_space"]
 
@@ -113,7 +113,8 @@ def check_file(path: Path) -> None:
         with safe_open(str(path), framework="pt") as handle:
             keys = list(handle.keys())
     except Exception as err:  # SafetensorError, OSError, ...
-        raise UsageError("--lora", f"corrupt safetensors file {path}: {_first_line(err)}") from None
+        message = f"corrupt safetensors file {path}: {first_line(err)[:300]}"
+        raise UsageError("--lora", message) from None
     if not any("lora" in key for key in keys):
         raise UsageError("--lora", f"{path} holds no LoRA weights ({len(keys)} tensors)")
 
@@ -156,7 +157,7 @@ def _load(pipe, lora: Lora) -> None:
         raise UsageError(
             "--lora",
             f"adapter {lora.name} ({lora.path}) does not fit the base model "
-            f"{pipe.name_or_path}: {_first_line(err)}",
+            f"{pipe.name_or_path}: {first_line(err)[:300]}",
         ) from None
     weight_space(pipe.unet)
 
@@ -321,8 +322,3 @@ def _forget(pipe, name: str) -> None:
     """Remove a half-loaded adapter so the base is left as it was."""
     with contextlib.suppress(Exception):  # nothing was registered under that name
         pipe.delete_adapters(name)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__

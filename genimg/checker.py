@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genimg.errors import UsageError
+from genimg.errors import UsageError, first_line
 from genimg.parse import ParseResult, Requested
 from genimg.taxonomy import COLORS, COUNT_WORDS, MATERIALS, OBJECTS
 
@@ -130,9 +130,8 @@ def load_checker(path_or_id: str | Path = DEFAULT_CHECKER, device: str = "cpu") 
         )
         tokenizer = CLIPTokenizer.from_pretrained(str(path_or_id))
     except Exception as err:  # a hub id offline, broken weights: one line for the user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
-            "--checker", f"cannot load a CLIP model from {path_or_id}: {first}"
+            "--checker", f"cannot load a CLIP model from {path_or_id}: {first_line(err)}"
         ) from None
     settings = _settings(path if path.is_dir() else None, model)
     return Checker(model.eval().to(device), tokenizer, settings, device)

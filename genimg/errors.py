@@ -7,6 +7,12 @@ from __future__ import annotations
 MAX_PROMPT_CHARS = 200_000
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message as one line for the user (its type where it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class UsageError(Exception):
     """Bad input: names the argument, the value and what would be accepted."""
 

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from genimg.errors import UsageError
+from genimg.errors import UsageError, first_line
 from genimg.traced import trace_unet
 
 __all__ = [
@@ -134,7 +134,7 @@ def load_pipeline(model: str | Path = DEFAULT_MODEL, device: str = "cpu", schedu
             dtype=torch.float32,
         )
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
-        raise UsageError("--model", f"{model}: cannot load: {_first_line(err)}") from None
+        raise UsageError("--model", f"{model}: cannot load: {first_line(err)}") from None
     set_scheduler(pipe, scheduler)
     # An image's bits must not depend on its batch: the timestep layers and the VAE decoder
     # (whose convolutions pick kernels by batch size) see one image's rows at a time.
@@ -305,7 +305,7 @@ def _resolve(model: str | Path) -> Path:
     except Exception as err:  # hub errors have many types; all mean "not available here"
         where = "in the local hub cache (HF_HUB_OFFLINE is set)" if _offline() else "on the hub"
         raise UsageError(
-            "--model", f"{model!r} is not a folder, nor found {where}: {_first_line(err)}"
+            "--model", f"{model!r} is not a folder, nor found {where}: {first_line(err)}"
         ) from None
 
 
@@ -364,10 +364,5 @@ def _check_weights(component: Path) -> None:
             with safe_open(str(file), framework="pt") as handle:
                 handle.keys()
         except Exception as err:  # safetensors raises its own SafetensorError, OSError, ...
-            message = f"corrupt safetensors file {file}: {_first_line(err)}"
+            message = f"corrupt safetensors file {file}: {first_line(err)}"
             raise UsageError("--model", message) from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -31,6 +31,8 @@ import contextlib
 import logging
 import warnings
 
+from genimg.errors import first_line
+
 __all__ = ["fixed_adapters", "trace_unet"]
 
 # Graphs kept per UNet, the least recently used dropped first. An onnxruntime session holds
@@ -141,11 +143,10 @@ def _graph(unet, sample, t, encoder_hidden_states):
         except Exception as err:  # any failure of the exporter or of onnxruntime
             # A UNet or adapter the exporter or onnxruntime cannot take still renders, as
             # before this backend: the trace gives eager's bits, only slower.
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             logging.getLogger("genimg").warning(
                 "onnxruntime graph failed (%s: %s); using a TorchScript trace",
                 type(err).__name__,
-                first[:200],
+                first_line(err)[:200],
             )
     return _Trace(unet, sample, t, encoder_hidden_states)
 
