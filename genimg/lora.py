@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 IDENTITY_NAME = "genimg_adapter.json"
+LAST_STEP = "last-step"  # with ema_decay: the last step's own weights, an adapter folder
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
@@ -117,6 +118,10 @@ class LoraRecipe:
     # adapter starts from instead of peft's random init; same targets, rank and alpha. ""
     # = fresh. Training longer on top of a finished run this way keeps its schedule intact.
     init: str = ""
+    # Keep an exponential moving average of the LoRA weights (decay warmed up as diffusers'
+    # EMAModel does) and save it as the adapter; the last step's own weights go to
+    # `last-step/` beside it. 0 = off: the adapter is the last step's weights.
+    ema_decay: float = 0.0
     seed: int = 0
     checkpoint_every: int = 250
     sample_prompts: list[str] = field(default_factory=list)  # card grid: base row, adapter row
@@ -145,6 +150,8 @@ class LoraRecipe:
             raise ValueError("lr and text_encoder_lr must be > 0")
         if self.warmup < 0 or self.snr_gamma < 0 or not 0 <= self.caption_dropout < 1:
             raise ValueError("warmup >= 0, snr_gamma >= 0, caption_dropout in [0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         for key in ("object_weight", "grounding_weight"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
@@ -763,9 +770,10 @@ def _train(
     from diffusers import DDPMScheduler
 
     from genimg.checkpoint import Checkpointer, latest_checkpoint
-    from genimg.train_base import diffusion_loss, lr_at
+    from genimg.train_base import diffusion_loss, ema_update, lr_at
 
     params = _trainable(pipe, configs)
+    ema = {k: p.detach().clone() for k, p in params.items()} if recipe.ema_decay else None
     lrs = {"unet": recipe.lr, "text_encoder": recipe.text_encoder_lr}
     groups = [
         {"params": [p for k, p in params.items() if k.startswith(f"{name}.")], "lr": lrs[name]}
@@ -793,6 +801,8 @@ def _train(
             for key, p in params.items():
                 p.copy_(state["lora"][key])
         opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema = {k: state["ema"][k].to(device) for k in params}
         start, wall = state["step"], state["wall_s"]
         print(f"resumed from {folder.name} at step {start}")
     ac = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(device)
@@ -846,6 +856,8 @@ def _train(
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
         done = step + 1
+        if ema is not None:
+            ema_update(ema, params, done, recipe.ema_decay)
         if done % 10 == 0 or done == recipe.steps or done == start + 1:  # a sync on GPU
             loss_v = float(loss.detach())
             term_v = float(term.detach()) if ground else None
@@ -862,7 +874,8 @@ def _train(
                     "step": done,
                     "wall_s": wall,
                     "recipe": asdict(recipe),
-                },
+                }
+                | ({"ema": ema} if ema is not None else {}),
             )
             with open(out / "train_log.jsonl", "a") as f:
                 entry = {"step": done, "loss": loss_v, "wall_s": round(wall, 1)}
@@ -881,6 +894,7 @@ def _train(
         "wall_s": round(time.perf_counter() - t0, 1),
         "loss": loss_v,
         "checkpoint_stall_s": round(sum(ckpt.stall_s), 3),
+        "ema": ema,
     }
 
 
@@ -1008,6 +1022,14 @@ def _card(
         f"| steps | {summary['steps_done']} of {recipe.steps}, batch {recipe.batch_size}, "
         f"lr {recipe.lr:g} (text encoder {recipe.text_encoder_lr:g}) |",
         *([f"| warm start | from the adapter `{recipe.init}` |"] if recipe.init else []),
+        *(
+            [
+                f"| weights | EMA of the LoRA weights, decay {recipe.ema_decay:g}; the last "
+                f"step's own in `{LAST_STEP}/` |"
+            ]
+            if recipe.ema_decay
+            else []
+        ),  # fmt: skip
         *(
             [
                 f"| loss weighting | object_weight {recipe.object_weight:g}: the listed objects' "
@@ -1146,6 +1168,19 @@ def train_lora(
     data = _prepare_data(pipe, recipe, device)
     # 3. Train.
     summary = _train(pipe, configs, data, recipe, out, device, resume, max_minutes)
+    if (ema := summary.pop("ema")) is not None:  # the last step's weights beside, then the EMA's
+        (out / LAST_STEP).mkdir(exist_ok=True)
+        _save_diffusers(pipe, configs, out / LAST_STEP)
+        last = {**ident, "name": f"{out.name}-{LAST_STEP}",
+                "description": f"{recipe.description} (last step's weights, no EMA)"}  # fmt: skip
+        last.update(steps=summary["steps_done"], data=data["source"],
+                    caption_columns=recipe.caption_columns, scenes=recipe.scenes)  # fmt: skip
+        (out / LAST_STEP / IDENTITY_NAME).write_text(
+            json.dumps(last, indent=2, ensure_ascii=False) + "\n"
+        )
+        with torch.no_grad():
+            for key, p in _trainable(pipe, configs).items():
+                p.copy_(ema[key])
     # 4. Weights (diffusers, optionally kohya), identity, recipe, samples, card.
     _save_diffusers(pipe, configs, out)
     files = [WEIGHT_NAME]

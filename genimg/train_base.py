@@ -314,10 +314,17 @@ def train_vae(
     }
 
 
-def _ema_update(ema: dict[str, torch.Tensor], modules: dict, decay: float) -> None:
-    named = [(f"{prefix}.{n}", p) for prefix, m in modules.items() for n, p in m.named_parameters()]
+def ema_update(ema: dict[str, torch.Tensor], params: dict[str, torch.Tensor], done: int,
+               decay: float) -> None:  # fmt: skip
+    """EMA of `params` after `done` steps, decay warmed up as diffusers' EMAModel does it."""
+    rate = 1 - min(decay, (1 + done) / (10 + done))
     with torch.no_grad():  # one fused kernel per dtype/device, not one per tensor
-        torch._foreach_lerp_([ema[k] for k, _ in named], [p.detach() for _, p in named], 1 - decay)
+        torch._foreach_lerp_([ema[k] for k in params], [p.detach() for p in params.values()], rate)
+
+
+def _ema_update(ema: dict[str, torch.Tensor], modules: dict, done: int, decay: float) -> None:
+    named = {f"{prefix}.{n}": p for prefix, m in modules.items() for n, p in m.named_parameters()}
+    ema_update(ema, named, done, decay)
 
 
 def _ema_copy(modules: dict) -> dict[str, torch.Tensor]:
@@ -407,7 +414,7 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         done = step + 1
-        _ema_update(ema, modules, min(st.ema_decay, (1 + done) / (10 + done)))
+        _ema_update(ema, modules, done, st.ema_decay)
         loss_v = loss.item() if done % 10 == 0 or done == total else loss_v
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}")

@@ -25,6 +25,7 @@ from genimg.cli import main
 from genimg.errors import UsageError
 from genimg.lora import (
     IDENTITY_NAME,
+    LAST_STEP,
     WEIGHT_NAME,
     LoraRecipe,
     cross_attention_inputs,
@@ -713,3 +714,42 @@ def test_merge_loras_script_equals_loading_both(work, tmp_path):
         outs = [p.unet(x, 500, encoder_hidden_states=context).sample for p in (one, two, base)]
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
     assert (outs[0] - outs[2]).abs().max() > 1e-3  # the adapters do something
+
+
+def test_ema_update_follows_the_warmed_up_decay():
+    from genimg.train_base import ema_update
+
+    ema, p = {"w": torch.zeros(3)}, {"w": torch.ones(3)}
+    ema_update(ema, p, 1, 0.9)  # step 1: decay min(0.9, 2 / 11)
+    assert torch.allclose(ema["w"], torch.full((3,), 9 / 11))
+    ema_update(ema, p | {"w": torch.full((3,), 2.0)}, 1000, 0.9)  # later: the decay itself
+    assert torch.allclose(ema["w"], torch.full((3,), 0.9 * 9 / 11 + 0.1 * 2))
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        LoraRecipe(ema_decay=1.0)
+
+
+def test_ema_adapter_beside_the_last_steps_and_resume_is_exact(work, trained, tmp_path, capsys):
+    recipe = tmp_path / "ema.toml"
+    recipe.write_text((work / "recipe.toml").read_text() + "ema_decay = 0.8\n")
+    argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(recipe)]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    # Stopped after its first step (a checkpoint holding the EMA), then resumed.
+    assert main([*argv, "--out", str(tmp_path / "cut"), "--max-minutes", "1e-9"]) == 0
+    assert "at step 1/12" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    plain = load_file(trained / WEIGHT_NAME)
+    whole, cut = (load_file(tmp_path / d / WEIGHT_NAME) for d in ("whole", "cut"))
+    last = load_file(tmp_path / "whole" / LAST_STEP / WEIGHT_NAME)
+    assert plain.keys() == whole.keys() == cut.keys() == last.keys()
+    for key in plain:
+        assert torch.equal(last[key], plain[key]), key  # the EMA does not touch training
+        assert torch.equal(cut[key], whole[key]), key  # the EMA is in the checkpoint
+    ups = [k for k in plain if "lora_B" in k or ".up." in k]
+    assert max(float((whole[k] - plain[k]).abs().max()) for k in ups) > 1e-5
+    # The EMA trails the weights: nearer zero (B's init) than the last step's, not beyond.
+    assert sum(float(whole[k].norm()) for k in ups) < sum(float(plain[k].norm()) for k in ups)
+    card = (tmp_path / "whole" / "README.md").read_text(encoding="utf-8")
+    assert "EMA of the LoRA weights, decay 0.8" in card
+    ident = json.loads((tmp_path / "whole" / LAST_STEP / IDENTITY_NAME).read_text())
+    assert ident["steps"] == 12 and "no EMA" in ident["description"]
+    assert resolve_adapter(str(tmp_path / "whole" / LAST_STEP)).rank == 4
