@@ -1168,13 +1168,17 @@ def train_lora(
     data = _prepare_data(pipe, recipe, device)
     # 3. Train.
     summary = _train(pipe, configs, data, recipe, out, device, resume, max_minutes)
+    ident.update(
+        steps=summary["steps_done"],
+        data=data["source"],
+        caption_columns=recipe.caption_columns,
+        scenes=recipe.scenes,
+    )
     if (ema := summary.pop("ema")) is not None:  # the last step's weights beside, then the EMA's
         (out / LAST_STEP).mkdir(exist_ok=True)
         _save_diffusers(pipe, configs, out / LAST_STEP)
         last = {**ident, "name": f"{out.name}-{LAST_STEP}",
                 "description": f"{recipe.description} (last step's weights, no EMA)"}  # fmt: skip
-        last.update(steps=summary["steps_done"], data=data["source"],
-                    caption_columns=recipe.caption_columns, scenes=recipe.scenes)  # fmt: skip
         (out / LAST_STEP / IDENTITY_NAME).write_text(
             json.dumps(last, indent=2, ensure_ascii=False) + "\n"
         )
@@ -1187,12 +1191,6 @@ def train_lora(
     if export_kohya:
         _save_kohya(pipe, configs, out / f"{out.name}.safetensors", recipe.rank, recipe.lora_alpha)
         files.append(f"{out.name}.safetensors")
-    ident.update(
-        steps=summary["steps_done"],
-        data=data["source"],
-        caption_columns=recipe.caption_columns,
-        scenes=recipe.scenes,
-    )
     (out / IDENTITY_NAME).write_text(json.dumps(ident, indent=2, ensure_ascii=False) + "\n")
     existing = out / "recipe.toml"  # keep a hand-written recipe (with comments) if it matches
     try:
