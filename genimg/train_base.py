@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from genimg.checkpoint import Checkpointer, latest_checkpoint
 from genimg.errors import UsageError
-from genimg.models import ModelConfig, encode_chunked, padding_mask, tokenize
+from genimg.models import ModelConfig, encode_chunked, padding_mask, tokenize, window_mask
 
 __all__ = ["BaseRecipe", "diffusion_loss", "empty_ids", "encode_latents", "lr_at", "train_base"]
 
@@ -161,6 +161,7 @@ def diffusion_loss(
     pixel_weight: torch.Tensor | None = None,
     debiased: bool = False,
     mask_padding: bool = False,
+    mask_empty_windows: bool = False,
 ) -> torch.Tensor:
     """Epsilon-prediction loss, min-SNR-gamma weighted (Hang et al., 2023, eq. 13).
 
@@ -170,16 +171,22 @@ def diffusion_loss(
     `debiased_estimation_loss`), SNR capped at 1000: an epsilon loss weighs the error of
     the predicted image by SNR, about 0.005 at the noisiest step, where a region's colour
     is decided; this lifts that step 15-fold against t = 500. `mask_padding` hides each
-    window's padding states (after its EOS) from the UNet's cross-attention.
+    window's padding states (after its EOS) from the UNet's cross-attention;
+    `mask_empty_windows` hides the empty windows a short caption carries beside longer ones
+    (`models.window_mask`), so each caption is seen as it is rendered alone, and skips
+    encoding them.
     """
     ac = alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     noisy = ac.sqrt() * latents + (1 - ac).sqrt() * noise
-    hidden = encode_chunked(text_encoder, input_ids)  # (B, T, C), as genimg renders
+    # (B, T, C), as genimg renders
+    hidden = encode_chunked(text_encoder, input_ids, skip_empty=mask_empty_windows)
+    window, eos = text_encoder.config.max_position_embeddings, text_encoder.config.eos_token_id
     mask = None
-    if mask_padding:
-        window = text_encoder.config.max_position_embeddings
-        mask = padding_mask(input_ids, window, text_encoder.config.eos_token_id)
-        mask = mask[:, : hidden.shape[1]]  # encode_chunked drops trailing empty windows
+    for on, hide in ((mask_padding, padding_mask), (mask_empty_windows, window_mask)):
+        if on:
+            # encode_chunked drops trailing windows empty in every row
+            part = hide(input_ids, window, eos)[:, : hidden.shape[1]]
+            mask = part if mask is None else mask & part
     pred = unet(noisy, timesteps, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
     sq = (pred.float() - noise) ** 2
     mse = (sq if pixel_weight is None else sq * pixel_weight).mean(dim=(1, 2, 3))
