@@ -503,6 +503,17 @@ def test_padding_mask_hides_each_windows_padding_from_the_unet():
         )  # fmt: skip
     assert seen[0].tolist() == [[1, 1, 1, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0]]
     assert seen[1] is None and LoraRecipe().padding_mask is False
+    # The empty second window of row 0 hidden too (mask_empty_windows), alone and with both.
+    for padding in (False, True):
+        diffusion_loss(
+            unet, Encoder(), z, ids, z, torch.tensor([1, 2]), torch.full((3,), 0.5), 0.0,
+            mask_padding=padding, mask_empty_windows=True,
+        )  # fmt: skip
+    assert seen[2].tolist() == [[1, 1, 1, 1, 0, 0, 0, 0], [1] * 8]
+    assert seen[3].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0]]
+    assert LoraRecipe().mask_empty_windows is False
+    with pytest.raises(ValueError, match="do not combine"):
+        LoraRecipe(mask_empty_windows=True, grounding_weight=1.0)
 
 
 def test_grounding_tokens_map_each_phrase_to_its_object():

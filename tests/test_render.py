@@ -181,6 +181,36 @@ def test_padding_mask_hides_exactly_the_states_after_each_windows_eos(pipe):
     assert (masked - full).abs().max() > 1e-3
 
 
+def test_window_mask_shows_a_short_caption_as_rendered_alone(pipe):
+    from genimg.models import encode_chunked, tokenize, window_mask
+
+    tok = pipe.tokenizer
+    ids = tokenize(tok, ["a sink", LONG, ""])  # three windows a row: the batch's longest
+    mask = window_mask(ids, 77, tok.eos_token_id)
+    assert mask.reshape(3, 3, 77).sum(-1).tolist() == [[77, 0, 0], [77, 77, 77], [77, 0, 0]]
+    with torch.no_grad():
+        full = encode_chunked(pipe.text_encoder, ids)
+        skipped = encode_chunked(pipe.text_encoder, ids, skip_empty=True)
+        # The windows kept are encoded as before; the empty ones are not encoded at all.
+        torch.testing.assert_close(skipped[mask], full[mask], atol=1e-6, rtol=0)
+        assert not skipped[~mask].any() and full[~mask].abs().min() > 0
+        x = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([500, 500, 500])
+        masked = pipe.unet(x, t, skipped, encoder_attention_mask=mask).sample
+        seen = pipe.unet(x, t, full).sample
+        for row, caption in ((0, "a sink"), (2, "")):  # what rendering encodes: one window
+            alone_ids = tokenize(tok, [caption])
+            alone = encode_chunked(pipe.text_encoder, alone_ids)
+            assert alone.shape[1] == 77
+            rendered = pipe.unet(x[row : row + 1], t[:1], alone).sample
+            torch.testing.assert_close(masked[row : row + 1], rendered, atol=1e-5, rtol=0)
+    # Unmasked, "a sink" also attends to two windows it never has when rendered. (The empty
+    # caption's window is the empty window itself: three copies of its keys attend alike.)
+    assert (seen[:1] - masked[:1]).abs().max() > 1e-3
+    torch.testing.assert_close(seen[2:], masked[2:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(masked[1:2], seen[1:2], atol=1e-5, rtol=0)  # nothing hidden
+
+
 def test_prompt_beyond_the_window_is_cut_with_a_warning(pipe, caplog):
     too_long = LONG + ", " + LONG
     with caplog.at_level(logging.WARNING, logger="genimg"):
