@@ -195,37 +195,43 @@ def padding_mask(input_ids, window: int, eos_token_id: int):
     return (before == 0).reshape(b, total)
 
 
+def _windows_with_text(input_ids, window: int, eos_token_id: int):
+    """(B, k) bool of token rows of k whole windows: window j of the row holds text. An empty
+    window (BOS, EOS, padding) has EOS right after its BOS."""
+    b, total = input_ids.shape
+    return input_ids.reshape(b, total // window, window)[:, :, 1] != eos_token_id
+
+
 def window_mask(input_ids, window: int, eos_token_id: int):
     """(B, T) bool of token rows of whole windows: True in each row's first window and in
     every window with text, False in the empty windows (BOS, EOS, padding) that a row carries
     only because a longer row shares its batch. Rendered alone, a prompt has none of them."""
-    b, total = input_ids.shape
-    text = input_ids.reshape(b, total // window, window)[:, :, 1] != eos_token_id
+    text = _windows_with_text(input_ids, window, eos_token_id)
     text[:, 0] = True
-    return text[:, :, None].expand(-1, -1, window).reshape(b, total)
+    return text[:, :, None].expand(-1, -1, window).reshape(input_ids.shape)
 
 
-def encode_chunked(text_encoder, input_ids, trim: bool = True, skip_empty: bool = False):
+def encode_chunked(text_encoder, input_ids, trim: bool = True, visible=None):
     """Hidden states (B, k * window, D) of rows of k windows, each window encoded on its own
     and the results concatenated along the sequence (the UNet's cross-attention takes any
     length). With `trim`, trailing windows that are empty in every row are dropped first.
-    With `skip_empty`, the windows `window_mask` marks False are not encoded and their states
-    are zeros: for a caller that masks them (about half of a training batch's windows)."""
+    `visible` (B, T) bool, the caller's cross-attention mask: a window whose BOS it hides
+    (`window_mask`'s empty windows, about half of a training batch's) is not encoded, and
+    its states are zeros."""
     window = text_encoder.config.max_position_embeddings
     b, total = input_ids.shape
     if total % window:
         raise ValueError(f"token rows of {total} are not whole {window}-token windows")
     k = total // window
     if trim:
-        eos = text_encoder.config.eos_token_id
-        while k > 1 and bool((input_ids[:, (k - 1) * window + 1] == eos).all()):
+        text = _windows_with_text(input_ids, window, text_encoder.config.eos_token_id)
+        while k > 1 and not bool(text[:, k - 1].any()):
             k -= 1
     ids = input_ids[:, : k * window].reshape(b * k, window)
-    if not skip_empty:
+    if visible is None:
         hidden = text_encoder(ids)[0]  # (B * k, window, D)
         return hidden.reshape(b, k * window, hidden.shape[-1])
-    eos = text_encoder.config.eos_token_id
-    keep = window_mask(input_ids[:, : k * window], window, eos)[:, ::window].reshape(-1)
+    keep = visible[:, : k * window : window].reshape(-1)
     states = text_encoder(ids[keep])[0]
     hidden = states.new_zeros(b * k, window, states.shape[-1])
     hidden[keep] = states

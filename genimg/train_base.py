@@ -178,15 +178,16 @@ def diffusion_loss(
     """
     ac = alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     noisy = ac.sqrt() * latents + (1 - ac).sqrt() * noise
-    # (B, T, C), as genimg renders
-    hidden = encode_chunked(text_encoder, input_ids, skip_empty=mask_empty_windows)
     window, eos = text_encoder.config.max_position_embeddings, text_encoder.config.eos_token_id
     mask = None
     for on, hide in ((mask_padding, padding_mask), (mask_empty_windows, window_mask)):
         if on:
-            # encode_chunked drops trailing windows empty in every row
-            part = hide(input_ids, window, eos)[:, : hidden.shape[1]]
+            part = hide(input_ids, window, eos)
             mask = part if mask is None else mask & part
+    # (B, T, C), as genimg renders; the hidden empty windows are not encoded
+    hidden = encode_chunked(text_encoder, input_ids, visible=mask if mask_empty_windows else None)
+    if mask is not None:
+        mask = mask[:, : hidden.shape[1]]  # encode_chunked drops trailing empty windows
     pred = unet(noisy, timesteps, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
     sq = (pred.float() - noise) ** 2
     mse = (sq if pixel_weight is None else sq * pixel_weight).mean(dim=(1, 2, 3))
