@@ -764,3 +764,82 @@ def test_ema_adapter_beside_the_last_steps_and_resume_is_exact(work, trained, tm
     ident = json.loads((tmp_path / "whole" / LAST_STEP / IDENTITY_NAME).read_text())
     assert ident["steps"] == 12 and "no EMA" in ident["description"]
     assert resolve_adapter(str(tmp_path / "whole" / LAST_STEP)).rank == 4
+
+
+def test_cpu_bf16_keeps_attention_and_group_norm_float32_and_restores_torch():
+    import torch.nn.functional as F  # noqa: N812
+
+    from genimg.lora import _cpu_bf16
+
+    sdpa, group_norm = F.scaled_dot_product_attention, F.group_norm
+    q = torch.randn(1, 2, 5, 4, dtype=torch.bfloat16)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.bfloat16)
+    with _cpu_bf16():
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16  # autocast on
+        out = F.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(5, 5))
+        assert out.dtype == torch.float32
+        assert F.group_norm(x, 2).dtype == torch.float32
+    assert (F.scaled_dot_product_attention, F.group_norm) == (sdpa, group_norm)
+    assert torch.allclose(out, sdpa(q.float(), q.float(), q.float()), atol=1e-6)
+    with pytest.raises(RuntimeError), _cpu_bf16():
+        raise RuntimeError("a failed step")
+    assert (F.scaled_dot_product_attention, F.group_norm) == (sdpa, group_norm)
+    assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+    assert LoraRecipe().cpu_bf16 is False
+
+
+def test_cpu_bf16_gives_the_float32_loss_and_gradient_within_bf16_error(work):
+    from diffusers import DDPMScheduler
+
+    from genimg.lora import _add_adapters, _autocast, _trainable
+    from genimg.models import tokenize
+    from genimg.train_base import diffusion_loss
+
+    pipe = _pipe(work / "base")
+    params = _trainable(pipe, _add_adapters(pipe, LoraRecipe(rank=4)))
+    with torch.no_grad():  # lora_B away from its zero init, so lora_A gets a gradient too
+        for key, p in params.items():
+            if "lora_B" in key:
+                p.normal_(0, 0.05)
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(4, 4, 4, 4, generator=g), torch.randn(4, 4, 4, 4, generator=g)
+    ids = tokenize(pipe.tokenizer, ["a bathroom with two wicker baskets", "a sink"] * 2)
+    t = torch.tensor([10, 300, 600, 900])
+    ac = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod
+    pipe.unet.train()
+    pipe.text_encoder.train()
+    runs = {}
+    for bf16 in (False, True):
+        with _autocast("cpu", bf16):
+            loss = diffusion_loss(pipe.unet, pipe.text_encoder, latents, ids, noise, t, ac, 5.0)
+        for p in params.values():
+            p.grad = None
+        loss.backward()
+        runs[bf16] = (loss.item(), torch.cat([p.grad.flatten() for p in params.values()]))
+    (l32, g32), (l16, g16) = runs[False], runs[True]
+    assert l16 != l32  # bf16 did run
+    assert l16 == pytest.approx(l32, rel=0.02)
+    assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.99
+    assert float(g16.norm() / g32.norm()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_cpu_bf16_trains_and_says_so_on_the_card(work, trained, tmp_path):
+    recipe = tmp_path / "bf16.toml"
+    recipe.write_text((work / "recipe.toml").read_text() + "cpu_bf16 = true\n")
+    argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(recipe)]
+    assert main([*argv, "--out", str(tmp_path / "bf16")]) == 0
+    plain, bf16 = load_file(trained / WEIGHT_NAME), load_file(tmp_path / "bf16" / WEIGHT_NAME)
+    assert plain.keys() == bf16.keys()
+    assert all(bf16[k].dtype == plain[k].dtype and torch.isfinite(bf16[k]).all() for k in plain)
+    ups = [k for k in plain if "lora_B" in k or ".up." in k]
+    a, b = (torch.cat([w[k].float().flatten() for k in ups]) for w in (plain, bf16))
+    assert not torch.equal(a, b)  # not bit for bit, but the same training (cosine 0.97 here)
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.9
+    assert float(b.norm() / a.norm()) == pytest.approx(1.0, abs=0.1)
+    card = (tmp_path / "bf16" / "README.md").read_text(encoding="utf-8")
+    assert "bfloat16 autocast on the CPU" in card
+    assert "bfloat16" not in (trained / "README.md").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.toml"
+    bad.write_text((work / "recipe.toml").read_text() + 'cpu_bf16 = "yes"\n')
+    with pytest.raises(UsageError, match="cpu_bf16 must be bool, got .yes."):
+        LoraRecipe.from_toml(bad)
