@@ -210,7 +210,8 @@ def encode_latents(vae, images_u8: np.ndarray, device: str, batch_size: int = 64
 
 
 def _autocast(device: str):
-    # bf16 on GPU; on these CPUs bf16 matmul is 5x slower than fp32 (feasibility notes).
+    # bf16 on GPU; float32 on CPU, where bf16 matmul is 5x slower on a CPU without native
+    # bf16 (feasibility notes) and 4-5x faster on one with it (LoRA's `cpu_bf16`).
     return (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.startswith("cuda")
