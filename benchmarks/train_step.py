@@ -18,8 +18,20 @@ import argparse
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
+
+
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -75,11 +87,11 @@ def main() -> None:
         opt.step()
         return loss.item(), grad, time.perf_counter() - t0
 
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+    print(f"{_cpu_name()}, {torch.get_num_threads()} threads, "
           f"native bfloat16: {native_bf16()}; batch {b}, {args.recipe}")  # fmt: skip
     for s in range(3):  # the same batch both ways (also the warm-up)
         (l32, g32, _), (l16, g16, _) = step(s, False), step(s, True)
-        cos = float(torch.nn.functional.cosine_similarity(g32, g16, dim=0))
+        cos = float(torch.nn.functional.cosine_similarity(g32.double(), g16.double(), dim=0))
         ratio, rel = float(g16.norm() / g32.norm()), 100 * (l16 / l32 - 1)
         print(f"batch {s}: loss float32 {l32:.5f}, bf16 {l16:.5f} ({rel:+.2f}%); "
               f"gradient cosine {cos:.4f}, norm ratio {ratio:.4f}")  # fmt: skip

@@ -122,7 +122,7 @@ class LoraRecipe:
     # card, "Empty windows hidden"). Off: the shipped adapters were trained without it.
     mask_empty_windows: bool = False
     # Train in bfloat16 autocast on CPU too, as on GPU (`_cpu_bf16`: the attention and
-    # group norm stay float32). About 1.6x faster steps on a CPU with native bfloat16
+    # group norm stay float32). About 1.7x faster steps on a CPU with native bfloat16
     # (avx512_bf16 or AMX; `lscpu`), several times slower on one without. Off: the shipped
     # adapters were trained in float32.
     cpu_bf16: bool = False
