@@ -15,40 +15,21 @@ beside: without it bf16 is the slower one.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
-
-
-def _cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
     from diffusers import DDPMScheduler
 
+    from genimg.bench import _machine
     from genimg.data import load_dataset
-    from genimg.lora import (
-        LoraRecipe,
-        _add_adapters,
-        _autocast,
-        _batch_index,
-        _trainable,
-        native_bf16,
-    )
+    from genimg.lora import LoraRecipe, _add_adapters, _batch_index, _trainable
     from genimg.models import tokenize
     from genimg.pipeline import DEFAULT_MODEL, load_pipeline
-    from genimg.train_base import diffusion_loss
+    from genimg.train_base import _autocast, diffusion_loss, native_bf16
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="lora/catalog/recipe.toml")
@@ -87,7 +68,7 @@ def main() -> None:
         opt.step()
         return loss.item(), grad, time.perf_counter() - t0
 
-    print(f"{_cpu_name()}, {torch.get_num_threads()} threads, "
+    print(f"{_machine('cpu')}, {torch.get_num_threads()} threads, "
           f"native bfloat16: {native_bf16()}; batch {b}, {args.recipe}")  # fmt: skip
     for s in range(3):  # the same batch both ways (also the warm-up)
         (l32, g32, _), (l16, g16, _) = step(s, False), step(s, True)

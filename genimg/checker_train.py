@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from genimg import checker as ck
 from genimg.errors import UsageError, check_float
 from genimg.taxonomy import COLORS, MATERIALS, OBJECTS
+from genimg.train_base import _autocast
 
 __all__ = ["CheckerRecipe", "train_checker"]
 
@@ -404,15 +405,6 @@ def settings_for(r: CheckerRecipe) -> dict:
             "colors": list(COLORS),
         },
     }
-
-
-def _autocast(device: str):
-    # bf16 on GPU; on these CPUs bf16 matmul is 5x slower than fp32 (feasibility notes).
-    return (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.startswith("cuda")
-        else torch.autocast("cpu", enabled=False)
-    )
 
 
 def _fit(

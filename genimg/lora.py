@@ -121,7 +121,7 @@ class LoraRecipe:
     # about 10% faster on the 2 cores). Tried with the shipped recipe: no gain (catalog
     # card, "Empty windows hidden"). Off: the shipped adapters were trained without it.
     mask_empty_windows: bool = False
-    # Train in bfloat16 autocast on CPU too, as on GPU (`_cpu_bf16`: the attention and
+    # Train in bfloat16 autocast on CPU too, as on GPU (`train_base._cpu_bf16`: attention and
     # group norm stay float32). About 1.7x faster steps on a CPU with native bfloat16
     # (avx512_bf16 or AMX; `lscpu`), several times slower on one without. Off: the shipped
     # adapters were trained in float32.
@@ -435,54 +435,6 @@ def _batch_index(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
     epoch, j = divmod(step, per_epoch)
     perm = torch.randperm(n, generator=_gen(seed, -1 - epoch))
     return perm[torch.arange(j * batch, (j + 1) * batch) % n]
-
-
-def _autocast(device: str, cpu_bf16: bool = False):
-    """bf16 on GPU; on CPU float32 unless the recipe's `cpu_bf16` asks for `_cpu_bf16`."""
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return _cpu_bf16() if cpu_bf16 else torch.autocast("cpu", enabled=False)
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (Linux: its /proc/cpuinfo flags)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-@contextmanager
-def _cpu_bf16():
-    """bf16 autocast on CPU with the attention and group norm kept in float32.
-
-    On a CPU with native bfloat16 (avx512_bf16, AMX) the matmuls run 4-5x and the convs 2x
-    faster in bf16, but the CPU flash attention's backward and group norm 3-6x slower
-    (measured on the project's AMD EPYC): those two take float32 inputs here, everything
-    else is autocast's. Swaps the two torch.nn.functional entries diffusers and
-    transformers call for the block's duration.
-    """
-    import torch.nn.functional as F  # noqa: N812
-
-    sdpa, group_norm = F.scaled_dot_product_attention, F.group_norm
-
-    def sdpa32(q, k, v, attn_mask=None, *args, **kwargs):
-        if attn_mask is not None and attn_mask.is_floating_point():
-            attn_mask = attn_mask.float()
-        with torch.autocast("cpu", enabled=False):
-            return sdpa(q.float(), k.float(), v.float(), attn_mask, *args, **kwargs)
-
-    def group_norm32(x, *args, **kwargs):
-        with torch.autocast("cpu", enabled=False):
-            return group_norm(x.float(), *args, **kwargs)
-
-    F.scaled_dot_product_attention, F.group_norm = sdpa32, group_norm32
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            yield
-    finally:
-        F.scaled_dot_product_attention, F.group_norm = sdpa, group_norm
 
 
 def _add_adapters(pipe, recipe: LoraRecipe) -> dict:
@@ -826,7 +778,7 @@ def _train(
     from diffusers import DDPMScheduler
 
     from genimg.checkpoint import Checkpointer, latest_checkpoint
-    from genimg.train_base import diffusion_loss, ema_update, lr_at
+    from genimg.train_base import _autocast, diffusion_loss, ema_update, lr_at, native_bf16
 
     params = _trainable(pipe, configs)
     ema = {k: p.detach().clone() for k, p in params.items()} if recipe.ema_decay else None

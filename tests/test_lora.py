@@ -769,7 +769,7 @@ def test_ema_adapter_beside_the_last_steps_and_resume_is_exact(work, trained, tm
 def test_cpu_bf16_keeps_attention_and_group_norm_float32_and_restores_torch():
     import torch.nn.functional as F  # noqa: N812
 
-    from genimg.lora import _cpu_bf16
+    from genimg.train_base import _cpu_bf16
 
     sdpa, group_norm = F.scaled_dot_product_attention, F.group_norm
     q = torch.randn(1, 2, 5, 4, dtype=torch.bfloat16)
@@ -791,9 +791,9 @@ def test_cpu_bf16_keeps_attention_and_group_norm_float32_and_restores_torch():
 def test_cpu_bf16_gives_the_float32_loss_and_gradient_within_bf16_error(work):
     from diffusers import DDPMScheduler
 
-    from genimg.lora import _add_adapters, _autocast, _trainable
+    from genimg.lora import _add_adapters, _trainable
     from genimg.models import tokenize
-    from genimg.train_base import diffusion_loss
+    from genimg.train_base import _autocast, diffusion_loss
 
     pipe = _pipe(work / "base")
     params = _trainable(pipe, _add_adapters(pipe, LoraRecipe(rank=4)))
