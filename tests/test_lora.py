@@ -843,3 +843,27 @@ def test_cpu_bf16_trains_and_says_so_on_the_card(work, trained, tmp_path):
     bad.write_text((work / "recipe.toml").read_text() + 'cpu_bf16 = "yes"\n')
     with pytest.raises(UsageError, match="cpu_bf16 must be bool, got .yes."):
         LoraRecipe.from_toml(bad)
+
+
+def test_excite_probe_finds_each_phrases_tokens_in_the_chunked_row():
+    """scripts/excite_probe.py's token positions (the basis of the flat-attention figures in
+    the README) point at the phrase's own tokens, in windows of BOS + 75 tokens + EOS, in
+    English and in Japanese (byte-level tokens, several per character)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from excite_probe import text_positions, token_positions
+    finally:
+        sys.path.pop(0)
+    from genimg.models import chunk_rows, load_tokenizer, token_chunks
+
+    tok = load_tokenizer(ROOT / "assets" / "models" / "genimg-base" / "tokenizer", 77)
+    en, ja = (ROOT / "assets" / "compare" / "prompts.txt").read_text().splitlines()
+    for prompt, phrases in ((en, ["two baskets", "faucet"]), (ja, ["2つのバスケット", "蛇口"])):
+        row = chunk_rows(tok, token_chunks(tok, prompt)[0], 3)
+        groups = token_positions(tok, prompt, phrases)
+        for phrase, group in zip(phrases, groups, strict=True):
+            assert tok.decode([row[i] for i in group]).replace(" ", "") == phrase.replace(" ", "")
+        text = text_positions(tok, prompt)
+        assert all(row[i] not in (tok.bos_token_id, tok.eos_token_id) for i in text)
+        assert len(text) == len(tok(prompt, add_special_tokens=False).input_ids)
+    assert max(text) > 77  # the Japanese prompt runs into its second window
