@@ -74,7 +74,9 @@ class LoraRecipe:
     steps: int = 1500
     batch_size: int = 64
     lr: float = 5e-4  # UNet LoRA; small models tolerate more than SD's 1e-4
-    text_encoder_lr: float = 2e-4  # lower: the encoder is shared by every word
+    # Lower: the encoder is shared by every word. 0 keeps the text encoder's adapter as it
+    # starts (with `init`, the warm start's; fresh, a no-op): only the UNet learns.
+    text_encoder_lr: float = 2e-4
     warmup: int = 100  # linear warm-up steps, then cosine decay to 10%
     caption_dropout: float = 0.05  # empty captions keep the CFG unconditional branch in tune
     snr_gamma: float = 5.0  # min-SNR-gamma weighting (Hang et al., 2023); 0 disables
@@ -158,8 +160,8 @@ class LoraRecipe:
             raise ValueError(f"alpha must be >= 0 (0 = rank), got {self.alpha}")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
-        if not (self.lr > 0 and self.text_encoder_lr > 0):
-            raise ValueError("lr and text_encoder_lr must be > 0")
+        if not (self.lr > 0 and self.text_encoder_lr >= 0):
+            raise ValueError("lr must be > 0 and text_encoder_lr >= 0 (0 = kept as it starts)")
         if self.warmup < 0 or self.snr_gamma < 0 or not 0 <= self.caption_dropout < 1:
             raise ValueError("warmup >= 0, snr_gamma >= 0, caption_dropout in [0, 1)")
         if self.mask_empty_windows and self.grounding_weight:
@@ -788,6 +790,10 @@ def _train(
         for name in configs
     ]
     opt = torch.optim.AdamW(groups, weight_decay=1e-2)
+    for name, group in zip(configs, groups, strict=True):
+        if lrs[name] == 0:  # kept as it starts: no gradient, so no update and no backward
+            for p in group["params"]:
+                p.requires_grad_(False)
     ckpt = Checkpointer(out / "checkpoints")
     start, wall = 0, 0.0
     if resume and (found := latest_checkpoint(out / "checkpoints")):
@@ -1035,7 +1041,8 @@ def _card(
         f"| data | `{data['source']}`{scenes}: {data['n_images']} images, {len(data['ids'])} "
         f"captions from {', '.join(recipe.caption_columns)}; skipped {data['skipped'] or 'none'} |",
         f"| steps | {summary['steps_done']} of {recipe.steps}, batch {recipe.batch_size}, "
-        f"lr {recipe.lr:g} (text encoder {recipe.text_encoder_lr:g}) |",
+        f"lr {recipe.lr:g} (text encoder "
+        f"{recipe.text_encoder_lr:g}{': kept as it starts' * (recipe.text_encoder_lr == 0)}) |",
         *([f"| warm start | from the adapter `{recipe.init}` |"] if recipe.init else []),
         *(
             [

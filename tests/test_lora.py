@@ -679,6 +679,30 @@ def test_init_warm_starts_from_an_adapter_in_either_format(work, trained, file):
     assert any(not torch.equal(fresh[k], mine[k]) for k in mine)  # it did replace the init
 
 
+def test_text_encoder_lr_0_keeps_the_warm_starts_text_encoder_adapter(work, trained, tmp_path):
+    """`text_encoder_lr = 0` with `init`: the text encoder's LoRA comes out exactly as the
+    warm start's, the UNet's learns; the card says so; a negative rate is a recipe error."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        (work / "recipe.toml").read_text(encoding="utf-8").replace("steps = 12", "steps = 3")
+        + f'init = "{trained}"\ntext_encoder_lr = 0\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "o"
+    assert main(["train-lora", "--base", str(work / "base"), "--recipe", str(recipe),
+                 "--out", str(out)]) == 0  # fmt: skip
+    start, end = load_file(trained / WEIGHT_NAME), load_file(out / WEIGHT_NAME)
+    assert start.keys() == end.keys()
+    text = [k for k in end if k.startswith("text_encoder.")]
+    unet = [k for k in end if k.startswith("unet.")]
+    assert text and unet
+    assert all(torch.equal(start[k], end[k]) for k in text)
+    assert max(float((start[k] - end[k]).abs().max()) for k in unet) > 1e-4
+    assert "(text encoder 0: kept as it starts)" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="text_encoder_lr >= 0"):
+        LoraRecipe(text_encoder_lr=-1e-4)
+
+
 def test_init_refuses_an_adapter_of_another_shape(work, trained, tmp_path, capsys):
     recipe = tmp_path / "r.toml"
     base = (work / "recipe.toml").read_text(encoding="utf-8")
