@@ -65,6 +65,7 @@ def render_composed(pipe, prompt, phrases, seeds, weight, steps=20, gs=7.5):
 
 def main() -> None:
     import numpy as np
+    from excite_probe import score  # beside this file
 
     from genimg import adapters, pipeline
     from genimg import checker as ck
@@ -102,20 +103,8 @@ def main() -> None:
                         for a, b in zip(ref, images, strict=False)
                     )
                     print(f"plain loop vs render: max pixel difference {diff}")
-                verdicts = ck.check(checker, images, parsed)
-                hits = [v["all_present"] for v in verdicts]
-                per = {
-                    ph: sum(v["objects"][k]["present"] for v in verdicts)
-                    for k, ph in enumerate(phrases)
-                }
                 key = f"{p}-{model}-w{w:g}"
-                results[key] = {
-                    "all_present": sum(hits),
-                    "n": len(hits),
-                    "objects": per,
-                    "hits": hits,
-                }
-                print(key, sum(hits), "/", len(hits), per, flush=True)
+                results[key] = score(checker, images, parsed, key)
                 rows.append(images[:8])
                 for s, im in zip(seeds, images, strict=True):
                     im.save(args.out / f"{key}-{s:03d}.png")

@@ -132,6 +132,21 @@ def render_excited(pipe, prompt, seeds, groups, text, scale, refine, steps=20, g
     return out.images, log
 
 
+def score(checker, images, parsed, key: str) -> dict:
+    """Check `images` for the parsed prompt's objects; print and return the all-present
+    count and each phrase's presence count."""
+    from genimg.checker import check
+
+    verdicts = check(checker, images, parsed)
+    hits = [v["all_present"] for v in verdicts]
+    per = {
+        r.phrase: sum(v["objects"][k]["present"] for v in verdicts)
+        for k, r in enumerate(parsed.objects)
+    }
+    print(key, sum(hits), "/", len(hits), per, flush=True)
+    return {"all_present": sum(hits), "n": len(hits), "objects": per, "hits": hits}
+
+
 def main() -> None:
     from genimg import adapters, pipeline
     from genimg import checker as ck
@@ -176,21 +191,8 @@ def main() -> None:
                     images, log = render_excited(
                         pipe, prompt, seeds, groups, text, args.scale, refine
                     )
-                verdicts = ck.check(checker, images, parsed)
-                hits = [v["all_present"] for v in verdicts]
-                per = {
-                    ph: sum(v["objects"][k]["present"] for v in verdicts)
-                    for k, ph in enumerate(phrases)
-                }
                 key = f"{p}-{model}-{mode}"
-                results[key] = {
-                    "all_present": sum(hits),
-                    "n": len(hits),
-                    "objects": per,
-                    "hits": hits,
-                    "log": log[:12],
-                }
-                print(key, sum(hits), "/", len(hits), per, flush=True)
+                results[key] = score(checker, images, parsed, key) | {"log": log[:12]}
                 if log:  # (step, refinement iterations, loss, each phrase's mean peak)
                     print("  first and last nudge:", log[0], log[-1])
                 rows.append(images[:8])
