@@ -37,6 +37,7 @@ __all__ = [
     "base_identity",
     "cross_attention_inputs",
     "draw_timesteps",
+    "attention_probs",
     "grounding_loss",
     "grounding_tokens",
     "list_adapters",
@@ -730,6 +731,16 @@ def cross_attention_inputs(unet, on: bool = True):
             h.remove()
 
 
+def attention_probs(attn, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """(B, N, T): a cross-attention layer's attention of each of the N pixels over the T
+    text states, recomputed from its own (LoRA-adapted) to_q and to_k, averaged over heads."""
+    b, n, _ = hidden.shape
+    t = context.shape[1]
+    q = attn.to_q(hidden).view(b, n, attn.heads, -1).transpose(1, 2)
+    k = attn.to_k(context).view(b, t, attn.heads, -1).transpose(1, 2)
+    return (q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1)
+
+
 def grounding_loss(seen: list[tuple], tokens: torch.Tensor, covers: torch.Tensor) -> torch.Tensor:
     """TokenCompose's token loss over the cross-attention calls `seen`
     (`cross_attention_inputs`): the mean over layers of the mean over grounded tokens of
@@ -745,9 +756,7 @@ def grounding_loss(seen: list[tuple], tokens: torch.Tensor, covers: torch.Tensor
         grounded = index >= 0
         if not bool(grounded.any()):
             continue
-        q = attn.to_q(hidden).view(b, n, attn.heads, -1).transpose(1, 2)
-        k = attn.to_k(context).view(b, t, attn.heads, -1).transpose(1, 2)
-        probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1)  # (b, n, t)
+        probs = attention_probs(attn, hidden, context)
         side = math.isqrt(n)
         cover = torch.nn.functional.adaptive_avg_pool2d(covers, side).flatten(2)  # (b, K, n)
         cover = cover.gather(1, index.clamp_min(0)[..., None].expand(-1, -1, n))  # (b, t, n)

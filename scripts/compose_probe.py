@@ -65,10 +65,9 @@ def render_composed(pipe, prompt, phrases, seeds, weight, steps=20, gs=7.5):
 
 def main() -> None:
     import numpy as np
-    from excite_probe import score  # beside this file
+    from excite_probe import load, score  # beside this file
 
-    from genimg import adapters, pipeline
-    from genimg import checker as ck
+    from genimg import adapters
     from genimg.parse import parse_prompt
     from genimg.render import render
     from genimg.train_base import _grid
@@ -82,11 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     prompts = [p for p in args.prompts.read_text().splitlines() if p.strip()]
     seeds = list(range(args.seeds))
-    pipe = pipeline.load_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    checker = ck.load_checker()
-    lora = adapters.resolve(args.lora)
-    args.out.mkdir(parents=True, exist_ok=True)
+    pipe, checker, lora = load(args.lora, args.out)
     results = {}
     for p, prompt in enumerate(prompts):
         parsed = parse_prompt(prompt)

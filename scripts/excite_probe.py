@@ -30,14 +30,19 @@ def token_positions(tokenizer, prompt: str, phrases: list[str]) -> list[list[int
             raise ValueError(f"{phrase!r} not in the prompt")
         hi = lo + len(phrase)
         ids = [j for j, (a, b) in enumerate(spans.offset_mapping) if a < hi and b > lo]
-        out.append([(j // chunk) * (chunk + 2) + 1 + j % chunk for j in ids])
+        out.append([_row_position(j, chunk) for j in ids])
     return out
 
 
 def text_positions(tokenizer, prompt: str) -> list[int]:
+    """The positions in the chunked token row of all the prompt's own tokens."""
     chunk = tokenizer.model_max_length - 2
-    n = len(tokenizer.tokenize(prompt))
-    return [(j // chunk) * (chunk + 2) + 1 + j % chunk for j in range(n)]
+    return [_row_position(j, chunk) for j in range(len(tokenizer.tokenize(prompt)))]
+
+
+def _row_position(j: int, chunk: int) -> int:
+    """Where token j of the text sits in a row of windows: BOS, `chunk` tokens, EOS each."""
+    return (j // chunk) * (chunk + 2) + 1 + j % chunk
 
 
 def _smooth(maps: torch.Tensor) -> torch.Tensor:
@@ -54,17 +59,15 @@ def excite_loss(seen, groups: list[list[int]], text: list[int], side: int = 16):
     """Per image: max over the groups of (1 - the group's smoothed attention peak), the
     attention averaged over heads and over the cross-attention layers at `side` x `side`
     and renormalised over the prompt's own tokens (A&E: x100, softmax)."""
-    maps = []
-    for attn, hidden, context in seen:
-        b, n, _ = hidden.shape
-        if n != side * side:
-            continue
-        t = context.shape[1]
-        q = attn.to_q(hidden).view(b, n, attn.heads, -1).transpose(1, 2)
-        k = attn.to_k(context).view(b, t, attn.heads, -1).transpose(1, 2)
-        probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1)  # (b, n, t)
-        maps.append(probs[:, :, text])
-    a = (torch.stack(maps).mean(0) * 100).softmax(-1)  # (b, n, len(text))
+    from genimg.lora import attention_probs
+
+    maps = [
+        attention_probs(attn, hidden, context)[:, :, text]
+        for attn, hidden, context in seen
+        if hidden.shape[1] == side * side
+    ]
+    a = (torch.stack(maps).mean(0) * 100).softmax(-1)  # (b, side * side, len(text))
+    b = a.shape[0]
     index = {p: i for i, p in enumerate(text)}
     group = torch.stack([a[:, :, [index[p] for p in g]].sum(-1) for g in groups], 1)
     peak = _smooth(group.reshape(b, len(groups), side, side)).flatten(2).amax(-1)  # (b, G)
@@ -147,9 +150,20 @@ def score(checker, images, parsed, key: str) -> dict:
     return {"all_present": sum(hits), "n": len(hits), "objects": per, "hits": hits}
 
 
-def main() -> None:
+def load(lora: str, out: Path):
+    """The shipped pipeline (progress bars off), the shipped checker, the adapter `lora`
+    resolved, and the output folder made."""
     from genimg import adapters, pipeline
     from genimg import checker as ck
+
+    pipe = pipeline.load_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return pipe, ck.load_checker(), adapters.resolve(lora)
+
+
+def main() -> None:
+    from genimg import adapters
     from genimg.parse import parse_prompt
     from genimg.render import render
     from genimg.train_base import _grid
@@ -164,11 +178,7 @@ def main() -> None:
     prompts = [p for p in args.prompts.read_text().splitlines() if p.strip()]
     seeds = list(range(args.seeds))
     refine = {0: 0.05, 4: 0.5, 8: 0.8}  # A&E's {0, 10, 20} of 50 steps, here of 20
-    pipe = pipeline.load_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    checker = ck.load_checker()
-    lora = adapters.resolve(args.lora)
-    args.out.mkdir(parents=True, exist_ok=True)
+    pipe, checker, lora = load(args.lora, args.out)
     results = {}
     for p, prompt in enumerate(prompts):
         parsed = parse_prompt(prompt)

@@ -130,6 +130,13 @@ def trained(work) -> Path:
     return out
 
 
+def _short_recipe(work: Path, path: Path, extra: str) -> Path:
+    """The fixture's recipe cut to 3 steps, with `extra` TOML lines, written to `path`."""
+    text = (work / "recipe.toml").read_text(encoding="utf-8").replace("steps = 12", "steps = 3")
+    path.write_text(text + extra, encoding="utf-8")
+    return path
+
+
 def _pipe(base: Path):
     from diffusers import StableDiffusionPipeline
 
@@ -626,12 +633,7 @@ def test_unet_targets_adapt_convs_and_feed_forwards_in_both_formats(work, tmp_pa
     diffusers and kohya files load back into vanilla diffusers as the same weights."""
     targets = '["to_k", "to_q", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", '
     targets += '"ff.net.2", "conv1", "conv2"]'
-    recipe = tmp_path / "locon.toml"
-    recipe.write_text(
-        (work / "recipe.toml").read_text(encoding="utf-8").replace("steps = 12", "steps = 3")
-        + f"unet_targets = {targets}\n",
-        encoding="utf-8",
-    )
+    recipe = _short_recipe(work, tmp_path / "locon.toml", f"unet_targets = {targets}\n")
     out = tmp_path / "locon"
     argv = ["train-lora", "--base", str(work / "base"), "--recipe", str(recipe), "--out", str(out)]
     assert main([*argv, "--export", "kohya"]) == 0
@@ -682,12 +684,7 @@ def test_init_warm_starts_from_an_adapter_in_either_format(work, trained, file):
 def test_text_encoder_lr_0_keeps_the_warm_starts_text_encoder_adapter(work, trained, tmp_path):
     """`text_encoder_lr = 0` with `init`: the text encoder's LoRA comes out exactly as the
     warm start's, the UNet's learns; the card says so; a negative rate is a recipe error."""
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(
-        (work / "recipe.toml").read_text(encoding="utf-8").replace("steps = 12", "steps = 3")
-        + f'init = "{trained}"\ntext_encoder_lr = 0\n',
-        encoding="utf-8",
-    )
+    recipe = _short_recipe(work, tmp_path / "r.toml", f'init = "{trained}"\ntext_encoder_lr = 0\n')
     out = tmp_path / "o"
     assert main(["train-lora", "--base", str(work / "base"), "--recipe", str(recipe),
                  "--out", str(out)]) == 0  # fmt: skip
