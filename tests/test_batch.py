@@ -350,3 +350,41 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_self_train_data_keeps_exactly_the_passing_images(assets, tmp_path, monkeypatch):
+    """scripts/self_train_data.py folder: the checked batch's images in which every object
+    passed, byte for byte, each captioned with its own prompt; an unchecked batch refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from self_train_data import passing_folder
+
+    from genimg import checker as ck
+
+    verdicts = iter([True, False, False, True, True])
+
+    def fake_check(checker, images, requested, names=None, batch_size=256):
+        return [
+            {"objects": [], "all_present": ok, "all_correct": False, "suggestions": []}
+            for _, ok in zip(images, verdicts, strict=False)
+        ]
+
+    monkeypatch.setattr(ck, "check", fake_check)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(f"{SHELF}\n{KETTLE}\n")
+    out = tmp_path / "gen"
+    argv = ["--prompts", prompts, "--out", out, "--num-images", 2, "--check"]
+    assert _cli(assets, *argv, "--checker", assets / "checker") == 0
+    rows = _manifest(out)
+    passed = [r for r in rows if r["check"]["all_present"]]
+    assert len(rows) == 4 and len(passed) == 2  # the fifth verdict is never asked for
+    data = tmp_path / "data"
+    assert passing_folder(out, data) == (2, 4)
+    meta = [json.loads(x) for x in (data / "metadata.jsonl").read_text().splitlines()]
+    assert [m["text"] for m in meta] == [r["prompt"] for r in passed]
+    for m, r in zip(meta, passed, strict=True):
+        assert (data / m["file_name"]).read_bytes() == (out / r["file"]).read_bytes()
+    assert sorted(p.name for p in data.iterdir()) == ["000000.png", "000001.png", "metadata.jsonl"]
+    plain = tmp_path / "plain"
+    assert _cli(assets, "--prompts", prompts, "--out", plain, "--num-images", 1) == 0
+    with pytest.raises(SystemExit, match="no checked images"):
+        passing_folder(plain, tmp_path / "data2")
