@@ -3,10 +3,11 @@
     python scripts/catalog_prompts.py --split lora-val --seed 7000 --n 32 > prompts.txt
     python scripts/catalog_prompts.py --n 32 --scene bathroom > bathroom.txt
 
-Record i of the split gives its English caption for even i and its Japanese one for odd
-i, so the file alternates the two languages; records whose caption names no object the
-parser finds are passed over (none are in practice), and the next record is taken;
-with `--scene`, so are the records of other scenes.
+Prompt i is the English caption of its record for even i and the Japanese one for odd i,
+so the file alternates the two languages (`catalog_prompts(columns=...)` cycles through any
+caption columns instead); records whose caption names no object the parser finds are
+passed over (none are in practice), and the next record is taken; with `--scene`, so are
+the records of other scenes.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import argparse
 import sys
 
 
-def catalog_prompts(n: int, seed: int, split: str, scene: str = "") -> list[str]:
+def catalog_prompts(
+    n: int, seed: int, split: str, scene: str = "", columns: tuple[str, ...] = ("text", "text_ja")
+) -> list[str]:
     from genimg.catalog import render_record
     from genimg.parse import parse_prompt
 
     prompts, index = [], 0
     while len(prompts) < n:
         _, row = render_record(index, seed, split=split)
-        text = row["text_ja"] if len(prompts) % 2 else row["text"]
+        text = row[columns[len(prompts) % len(columns)]]
         if (not scene or row["scene"] == scene) and parse_prompt(text).objects:
             prompts.append(text)
         index += 1

@@ -9,11 +9,11 @@ finds every requested object become an imagefolder to train the adapter on furth
         --out runs/self-gen
     python scripts/self_train_data.py folder runs/self-gen runs/self-data
 
-`prompts` takes record i of the split (`catalog:8000:4000:lora` by default, the shipped
-adapter's) with its listing caption, Japanese listing caption, prose or Japanese prose
-for i mod 4, passing over captions the parser finds no object in. `folder` copies each
-image whose every requested object passed into OUT with a `metadata.jsonl` of
-`file_name` and `text` (its prompt) and prints how many passed.
+`prompts` takes the split's records (`catalog:8000:4000:lora` by default, the shipped
+adapter's) as `scripts/catalog_prompts.py` does, prompt i being the listing caption,
+Japanese listing caption, prose or Japanese prose of its record for i mod 4. `folder`
+copies each image whose every requested object passed into OUT with a `metadata.jsonl`
+of `file_name` and `text` (its prompt) and prints how many passed.
 """
 
 from __future__ import annotations
@@ -25,20 +25,6 @@ import sys
 from pathlib import Path
 
 COLUMNS = ("text", "text_ja", "prose", "prose_ja")
-
-
-def split_prompts(n: int, seed: int, split: str) -> list[str]:
-    from genimg.catalog import render_record
-    from genimg.parse import parse_prompt
-
-    prompts, index = [], 0
-    while len(prompts) < n:
-        _, row = render_record(index, seed, split=split)
-        text = row[COLUMNS[index % len(COLUMNS)]]
-        if parse_prompt(text).objects:
-            prompts.append(text)
-        index += 1
-    return prompts
 
 
 def passing_folder(batch: Path, out: Path) -> tuple[int, int]:
@@ -73,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "prompts":
         if args.n < 1 or args.seed < 0:
             ap.error("--n must be >= 1 and --seed >= 0")
-        sys.stdout.write("".join(t + "\n" for t in split_prompts(args.n, args.seed, args.split)))
+        from catalog_prompts import catalog_prompts  # beside this file
+
+        prompts = catalog_prompts(args.n, args.seed, args.split, columns=COLUMNS)
+        sys.stdout.write("".join(t + "\n" for t in prompts))
         return 0
     if args.out.exists():
         ap.error(f"{args.out} exists; give a new folder")
