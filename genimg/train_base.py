@@ -66,6 +66,7 @@ class UnetStage:
     checkpoint_every: int = 1000
     sample_every: int = 0  # sample grid every N steps, 0 = only at the end
     max_minutes: float = 0.0
+    cpu_bf16: bool = False  # bf16 autocast on a CPU too (as the LoRA recipe key; `_cpu_bf16`)
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -425,6 +426,8 @@ def train_unet(
         start, wall, st = state["step"], state["wall_s"], _with_steps(st, state["total"])
     for m in modules.values():
         m.to(device).train()
+    if st.cpu_bf16 and not device.startswith("cuda") and not native_bf16():
+        print("cpu_bf16: this CPU has no native bfloat16; its steps will be slower than float32's")
     ema = {k: v.to(device) for k, v in ema.items()}
     t0, loss_v, done, total = time.perf_counter() - wall, float("nan"), start, st.steps
     bar = tqdm(total=total, initial=start, desc="unet")
@@ -445,7 +448,7 @@ def train_unet(
         batch_ids = torch.where(drop[:, None], empty[None], ids[idx])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, st.lr, st.warmup)
-        with _autocast(device):
+        with _autocast(device, st.cpu_bf16):
             loss = diffusion_loss(
                 unet,
                 te,
