@@ -206,6 +206,34 @@ def test_init_from_warm_starts(folder, tmp_path):
         tb.train_base(other, tmp_path / "c", init=first)
 
 
+def test_unet_cpu_bf16_trains_the_same_update_in_bfloat16(folder, tmp_path):
+    """`[unet] cpu_bf16` (base-cpu-more.toml) runs the UNet stage under bf16 autocast on a
+    CPU: a different update bit for bit, the same one within bf16's error."""
+    from safetensors.torch import load_file
+
+    import genimg.train_base as tb
+
+    recipe = BaseRecipe.from_toml(TINY)
+    recipe.data = str(folder)
+    first = tb.train_base(recipe, tmp_path / "a")
+    leg = _tiny_recipe(tmp_path, 0, 3, "leg.toml")
+    bf16 = tmp_path / "bf16.toml"
+    bf16.write_text(leg.read_text() + "cpu_bf16 = true\n")  # [unet] is the last table
+    assert BaseRecipe.from_toml(bf16).unet.cpu_bf16 and not BaseRecipe.from_toml(leg).unet.cpu_bf16
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    w0 = load_file(first / unet)
+    updates = []
+    for path, name in ((leg, "f32"), (bf16, "b16")):
+        r = BaseRecipe.from_toml(path)
+        r.data = str(folder)
+        w = load_file(tb.train_base(r, tmp_path / name, init=first) / unet)
+        updates.append(torch.cat([(w[k].float() - w0[k].float()).flatten() for k in w0]))
+    f32, b16 = updates
+    assert f32.abs().max() > 0 and not torch.equal(f32, b16)
+    assert torch.nn.functional.cosine_similarity(f32, b16, dim=0) > 0.9
+    assert float(b16.norm() / f32.norm()) == pytest.approx(1.0, abs=0.1)
+
+
 def test_decoder_only_keeps_the_encoder_and_every_latent(folder, tmp_path):
     """A decoder-only VAE leg changes the decoder alone: latents, their scale, the UNet and
     the text encoder stay bit-identical, so the adapters trained on them still fit."""
