@@ -1,9 +1,9 @@
 """Two adapters on the same prompts and seeds, paired: which draws the requested objects more?
 
-Reads the catalog rows of two `genimg compare` folders made with the same prompts file and
-seeds (each `results.jsonl`), pairs the images by (prompt, seed) and prints, per adapter,
-the all-present rate and the share of requested materials, colours and counts right, with
-an exact McNemar test on all-present. Example:
+Reads the catalog rows (with `--rows open` the open model's) of two `genimg compare` folders
+made with the same prompts file and seeds (each `results.jsonl`), pairs the images by
+(prompt, seed) and prints, per adapter, the all-present rate and the share of requested
+materials, colours and counts right, with an exact McNemar test on all-present. Example:
 
     genimg compare --prompts assets/compare/val/prompts.txt --seeds 4 --out runs/a
     genimg compare --prompts assets/compare/val/prompts.txt --seeds 4 \
@@ -20,9 +20,9 @@ from pathlib import Path
 from genimg.compare import paired_stats
 
 
-def _catalog_rows(folder: Path) -> dict[tuple[int, int], dict]:
+def _model_rows(folder: Path, model: str) -> dict[tuple[int, int], dict]:
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-    return {(r["prompt_index"], r["seed"]): r for r in rows if r["model"] == "catalog"}
+    return {(r["prompt_index"], r["seed"]): r for r in rows if r["model"] == model}
 
 
 def _share(rows: list[dict], key: str) -> str:
@@ -34,8 +34,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="compare folder of adapter A")
     parser.add_argument("b", type=Path, help="compare folder of adapter B (same prompts, seeds)")
+    parser.add_argument(
+        "--rows",
+        choices=("catalog", "open"),
+        default="catalog",
+        help="which model's rows to pair (open: two base models, e.g. compare --open X)",
+    )
     args = parser.parse_args()
-    a, b = _catalog_rows(args.a), _catalog_rows(args.b)
+    a, b = _model_rows(args.a, args.rows), _model_rows(args.b, args.rows)
     if a.keys() != b.keys():
         raise SystemExit("error: the two folders hold different prompts or seeds")
     keys = sorted(a)
