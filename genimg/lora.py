@@ -789,7 +789,7 @@ def _train(
     from diffusers import DDPMScheduler
 
     from genimg.checkpoint import Checkpointer, latest_checkpoint
-    from genimg.train_base import _autocast, diffusion_loss, ema_update, lr_at, native_bf16
+    from genimg.train_base import _autocast, diffusion_loss, ema_update, lr_at, warn_if_slow_bf16
 
     params = _trainable(pipe, configs)
     ema = {k: p.detach().clone() for k, p in params.items()} if recipe.ema_decay else None
@@ -835,9 +835,7 @@ def _train(
     )
     pipe.unet.train()
     pipe.text_encoder.train(recipe.train_text_encoder)
-    if recipe.cpu_bf16 and not device.startswith("cuda") and not native_bf16():
-        print("cpu_bf16: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16 in lscpu's "
-              "flags); its steps will be slower than float32's")  # fmt: skip
+    warn_if_slow_bf16(recipe.cpu_bf16, device)
     from tqdm import tqdm
 
     t_run, t0, loss_v, done = time.perf_counter(), time.perf_counter() - wall, float("nan"), start

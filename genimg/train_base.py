@@ -228,6 +228,13 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def warn_if_slow_bf16(cpu_bf16: bool, device: str) -> None:
+    """Say so when a recipe's `cpu_bf16` runs on a CPU without native bfloat16."""
+    if cpu_bf16 and not device.startswith("cuda") and not native_bf16():
+        print("cpu_bf16: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16 in lscpu's "
+              "flags); its steps will be slower than float32's")  # fmt: skip
+
+
 @contextmanager
 def _cpu_bf16():
     """bf16 autocast on CPU with the attention and group norm kept in float32.
@@ -426,8 +433,7 @@ def train_unet(
         start, wall, st = state["step"], state["wall_s"], _with_steps(st, state["total"])
     for m in modules.values():
         m.to(device).train()
-    if st.cpu_bf16 and not device.startswith("cuda") and not native_bf16():
-        print("cpu_bf16: this CPU has no native bfloat16; its steps will be slower than float32's")
+    warn_if_slow_bf16(st.cpu_bf16, device)
     ema = {k: v.to(device) for k, v in ema.items()}
     t0, loss_v, done, total = time.perf_counter() - wall, float("nan"), start, st.steps
     bar = tqdm(total=total, initial=start, desc="unet")
