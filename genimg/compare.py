@@ -26,6 +26,7 @@ from genimg.report import MODELS, fmt_rate, write_report
 __all__ = ["compare", "mcnemar_exact", "run_metrics", "wilson_interval"]
 
 _Z95 = 1.959963984540054  # the 97.5% normal quantile
+ATTRIBUTES = ("material", "color", "count")  # the checker's verdicts, <kind>_ok
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -238,7 +239,25 @@ def _report(results: list[dict], prompts, seeds, identity: dict, settings) -> di
         }
         for phrase, row in phrases.items()
     ]
+    report["attributes"] = _attributes(by)
     return report
+
+
+def _attributes(by: dict[str, list[dict]]) -> dict:
+    """Per attribute kind, every requested one paired: right (object there, attribute read
+    as asked) with the open model vs with the catalog model. An object the prompt gives no
+    material, colour or count for is not counted for that kind."""
+    pairs = [
+        (oa, ob)
+        for a, b in zip(by["open"], by["catalog"], strict=True)
+        for oa, ob in zip(a["objects"], b["objects"], strict=True)
+    ]
+    stats = {}
+    for kind in ATTRIBUTES:
+        key = f"{kind}_ok"
+        asked = [(oa[key], ob[key]) for oa, ob in pairs if oa[key] is not None]
+        stats[kind] = paired_stats([a for a, _ in asked], [b for _, b in asked])
+    return stats
 
 
 def run_metrics(report: dict) -> dict:
@@ -249,6 +268,8 @@ def run_metrics(report: dict) -> dict:
         for model in MODELS
     }
     metrics["all_present_mcnemar_p"] = report["all_present"]["mcnemar_p"]
+    for kind, s in report["attributes"].items():
+        metrics.update({f"{kind}_right_{model}": s[model]["rate"] for model in MODELS})
     return metrics
 
 

@@ -141,11 +141,18 @@ def fmt_rate(stats: dict) -> str:
     return f"{rate} [{lo:.0%}, {hi:.0%}]"
 
 
+_ATTRIBUTE_ROWS = {"material": "material right", "color": "colour right", "count": "count right"}
+
+
 def _table(report: dict) -> list[list[str]]:
     rows = [["requested", "open", "catalog", "open only / catalog only", "McNemar p"]]
     entries = [(o["phrase"], o) for o in report["objects"]]
     entries += [("**all present**", report["all_present"])]
     entries += [("**all correct**", report["all_correct"])]
+    # Attribute rows (from the checker's material / colour / count verdicts) where asked for
+    for kind, stats in report.get("attributes", {}).items():
+        if stats["open"]["n"]:
+            entries.append((f"{_ATTRIBUTE_ROWS[kind]} ({stats['open']['n']} asked)", stats))
     for name, s in entries:
         b, c = s["discordant"]
         rows.append(
@@ -183,7 +190,8 @@ def write_report(out: Path, report: dict, results: list[dict]) -> None:
         f"Open model `{o['model']}` ({o['model_hash']}) vs catalog model `{adapter}`; "
         f"{len(report['prompts'])} prompt(s) x {len(report['seeds'])} seeds = "
         f"{report['n_images']} paired images. Rates with 95% Wilson intervals; exact McNemar "
-        "test on the paired images."
+        "test on the paired images. A requested material, colour or count is right only where "
+        "its object is found; those rows pair each one asked for."
     )
     md = ["# Open vs catalog", "", head, ""]
     md += ["| " + " | ".join(r) + " |" for r in table[:1]]

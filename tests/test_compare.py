@@ -117,6 +117,21 @@ def test_compare_report(assets, tmp_path):
         assert report["objects"][0][m]["k"] == sum(shelf)
     assert all((tmp_path / r["file"]).is_file() for r in rows)
 
+    # attributes: every requested material / colour / count, paired, recounted from the rows
+    materials = {
+        m: [o["material_ok"] for r in rows if r["model"] == m for o in r["objects"]]
+        for m in ("open", "catalog")
+    }
+    s = report["attributes"]["material"]
+    assert s["open"]["n"] == 3 * 5  # wooden, wicker, ceramic; 木製, 陶器: per seed
+    for m in ("open", "catalog"):
+        assert s[m]["k"] == sum(v is True for v in materials[m])
+    b = sum(a and not c for a, c in zip(materials["open"], materials["catalog"], strict=True))
+    assert s["discordant"][0] == b
+    assert report["attributes"]["count"]["open"]["n"] == 3  # two baskets
+    assert report["attributes"]["color"]["open"]["n"] == 0  # "white ceramic" is a material
+    assert set(report["attributes"]) == {"material", "color", "count"}
+
     # the adapter changed the images, and the caller's pipeline is the base again
     assert (_pixels(tmp_path / rows[0]["file"]) != _pixels(tmp_path / rows[6]["file"])).any()
     assert pipe.unet is unet and pipe.num_fused_loras == 0
@@ -131,6 +146,8 @@ def test_compare_report(assets, tmp_path):
     assert html.count("data:image/png;base64,") == 3 and 'src="grid' not in html
     md = (tmp_path / "report.md").read_text()
     assert "| a wooden shelf |" in md and "grid-001.png" in md
+    assert "| material right (15 asked) |" in md and "| count right (3 asked) |" in md
+    assert "colour right" not in md  # none asked for
 
 
 def test_grid_marks_are_a_green_check_and_a_red_cross(tmp_path):
