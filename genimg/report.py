@@ -22,6 +22,21 @@ _FONT_FILES = (
 )
 
 
+def _warn_if_no_cjk_font(text: str) -> None:
+    """Japanese (or Chinese) text with no CJK font installed draws as boxes: say so."""
+    if Path(_FONT_FILES[0]).is_file() or not any(
+        "\u3000" <= ch <= "\u9fff" or "\uff00" <= ch <= "\uffef" for ch in text
+    ):
+        return
+    import warnings
+
+    warnings.warn(
+        f"no CJK font at {_FONT_FILES[0]} (Debian: apt-get install fonts-noto-cjk): "
+        "Japanese text in the grids draws as boxes",
+        stacklevel=3,
+    )
+
+
 def _font(size: int):
     from PIL import ImageFont
 
@@ -47,6 +62,7 @@ def _grid(out: Path, results: list[dict], prompt_index: int):
     font, line = _font(11), 14
     cols = min(_GRID_COLUMNS, len(rows["open"]))
     label_w, cell_h, width = 64, h + 4 + line * n_obj, 64 + cols * (w + 4)
+    _warn_if_no_cjk_font(rows["open"][0]["prompt"])
     title = _wrap(rows["open"][0]["prompt"], _font(13), width - 8)
     title_h = 8 + 17 * len(title)
     pairs = math.ceil(len(rows["open"]) / cols)

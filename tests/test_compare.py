@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,28 @@ def test_grid_marks_are_a_green_check_and_a_red_cross(tmp_path):
     c = 2 + report._MARK // 2
     assert red[c, c] and all(q.any() for q in (red[:c, :c], red[:c, c + 1 :], red[c + 1 :, :c]))
     assert not red[2, c] and not red[c, 2]  # no box: the edges' midpoints stay white
+
+
+def test_grid_warns_when_japanese_text_has_no_font(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from genimg import report
+
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "a.png")
+    results = [
+        {"model": m, "prompt_index": 0, "prompt": "木製の棚がある浴室", "file": "a.png",
+         "objects": [{"phrase": "木製の棚", "present": True}]}
+        for m in report.MODELS
+    ]  # fmt: skip
+    monkeypatch.setattr(report, "_FONT_FILES", (str(tmp_path / "none.ttc"),))
+    with pytest.warns(UserWarning, match="fonts-noto-cjk"):
+        grid = report._grid(tmp_path, results, 0)
+    assert grid.width == 64 + 68  # the grid is still drawn
+    for prompt in ("a bathroom with a wooden shelf", "une étagère en bois"):  # no CJK: quiet
+        results[0]["prompt"] = prompt
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            report._grid(tmp_path, results, 0)
 
 
 def _pixels(path: Path):
