@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["MODELS", "fmt_rate", "write_report"]
+__all__ = ["MODELS", "attribute_rows", "fmt_rate", "write_report"]
 
 MODELS = ("open", "catalog")
 _GRID_COLUMNS = 8  # seeds per grid row pair: 8 x 128 px stays readable on a laptop screen
@@ -157,7 +157,15 @@ def fmt_rate(stats: dict) -> str:
     return f"{rate} [{lo:.0%}, {hi:.0%}]"
 
 
-_ATTRIBUTE_ROWS = {"material": "material right", "color": "colour right", "count": "count right"}
+def attribute_rows(attributes: dict) -> list[tuple[str, dict]]:
+    """report.json's `attributes` as table rows, the kinds asked for only:
+    ("material right (456 asked)", paired stats)."""
+    names = {"material": "material right", "color": "colour right", "count": "count right"}
+    return [
+        (f"{names[kind]} ({s['open']['n']} asked)", s)
+        for kind, s in attributes.items()
+        if s["open"]["n"]
+    ]
 
 
 def _table(report: dict) -> list[list[str]]:
@@ -165,10 +173,7 @@ def _table(report: dict) -> list[list[str]]:
     entries = [(o["phrase"], o) for o in report["objects"]]
     entries += [("**all present**", report["all_present"])]
     entries += [("**all correct**", report["all_correct"])]
-    # Attribute rows (from the checker's material / colour / count verdicts) where asked for
-    for kind, stats in report.get("attributes", {}).items():
-        if stats["open"]["n"]:
-            entries.append((f"{_ATTRIBUTE_ROWS[kind]} ({stats['open']['n']} asked)", stats))
+    entries += attribute_rows(report.get("attributes", {}))
     for name, s in entries:
         b, c = s["discordant"]
         rows.append(

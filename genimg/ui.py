@@ -240,6 +240,7 @@ def compare(
         "objects": report["objects"],
         "all_present": report["all_present"],
         "all_correct": report["all_correct"],
+        "attributes": report["attributes"],
         "shots": shots,
         "run_dir": str(run_dir),
         "run_id": run_id,

@@ -23,6 +23,7 @@ import gradio as gr
 from genimg import adapters, pipeline
 from genimg.errors import UsageError
 from genimg.parse import ParseResult
+from genimg.report import attribute_rows
 from genimg.ui import (
     EXAMPLES,
     MAX_IMAGES,
@@ -313,6 +314,7 @@ def _compare_tab(pipe, checker, names, lora_dir, out, model):
         )  # fmt: skip
         rows = [(r["phrase"], r) for r in report["objects"]]
         rows.append(("all present", report["all_present"]))
+        rows += attribute_rows(report["attributes"])
         table = [
             [name, _rate_text(r["open"]), _rate_text(r["catalog"]), f"{r['mcnemar_p']:.2g}"]
             for name, r in rows

@@ -556,8 +556,11 @@ def test_api_compare(client):
     rates, open_, catalog, open_list, catalog_list, report = client.predict(
         prompt=PROMPT, num_seeds=2, num_inference_steps=4, api_name="/compare"
     )
-    assert [row[0] for row in rates["data"]][-1] == "all present"
-    assert len(rates["data"]) == 5 and "[" in rates["data"][0][1]
+    names = [row[0] for row in rates["data"]]
+    assert names[4] == "all present" and "[" in rates["data"][0][1]
+    # the prompt asks 2 seeds x (wooden shelf, white ceramic sink, chrome faucet) materials
+    # and one count (two baskets), no colour
+    assert names[5:] == ["material right (6 asked)", "count right (2 asked)"]
     assert len(open_) == len(catalog) == 2
     assert report["adapter"]["name"] == "catalog" and report["seeds"] == [0, 1]
     assert open_list.count('class="gi-card"') == catalog_list.count('class="gi-card"') == 2
