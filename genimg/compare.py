@@ -261,7 +261,8 @@ def _attributes(by: dict[str, list[dict]]) -> dict:
 
 
 def run_metrics(report: dict) -> dict:
-    """What the runs registry keeps of a report: the headline rates and McNemar's p."""
+    """What the runs registry keeps of a report: the headline rates, McNemar's p and the
+    attribute rates (None for a kind no prompt asked for)."""
     metrics = {
         f"{key}_{model}": report[key][model]["rate"]
         for key in ("all_present", "all_correct")

@@ -274,8 +274,8 @@ def _compare_tab(pipe, checker, names, lora_dir, out, model):
     if not names:
         gr.Markdown(f"No adapter in `{lora_dir}` yet: train one with `genimg train-lora`.")
     rates = gr.Dataframe(
-        headers=["object", "open model", "catalog model", "McNemar p"],
-        label="Presence rate [95% Wilson interval]",
+        headers=["requested", "open model", "catalog model", "McNemar p"],
+        label="Presence and attribute rates [95% Wilson interval]",
         elem_id="rates",
     )
     with gr.Row():
