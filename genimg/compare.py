@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genimg.errors import UsageError, check_int
-from genimg.report import MODELS, fmt_rate, write_report
+from genimg.report import ATTRIBUTES, MODELS, fmt_rate, write_report
 
 __all__ = ["compare", "mcnemar_exact", "run_metrics", "wilson_interval"]
 
 _Z95 = 1.959963984540054  # the 97.5% normal quantile
-ATTRIBUTES = ("material", "color", "count")  # the checker's verdicts, <kind>_ok
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -221,15 +220,20 @@ def _report(results: list[dict], prompts, seeds, identity: dict, settings) -> di
     for key in ("all_present", "all_correct"):
         report[key] = paired_stats([r[key] for r in by["open"]], [r[key] for r in by["catalog"]])
     # The same phrase in several prompts is one row: e.g. "wooden shelf" over a prompt set.
+    # Every requested object of every image pair: (prompt index, open verdict, catalog verdict)
+    pairs = [
+        (a["prompt_index"], oa, ob)
+        for a, b in zip(by["open"], by["catalog"], strict=True)
+        for oa, ob in zip(a["objects"], b["objects"], strict=True)
+    ]
     phrases: dict[str, dict] = {}
-    for a, b in zip(by["open"], by["catalog"], strict=True):
-        for oa, ob in zip(a["objects"], b["objects"], strict=True):
-            row = phrases.setdefault(
-                oa["phrase"], {"object": oa["object"], "open": [], "catalog": [], "prompts": set()}
-            )
-            row["open"].append(oa["present"])
-            row["catalog"].append(ob["present"])
-            row["prompts"].add(a["prompt_index"])
+    for prompt_index, oa, ob in pairs:
+        row = phrases.setdefault(
+            oa["phrase"], {"object": oa["object"], "open": [], "catalog": [], "prompts": set()}
+        )
+        row["open"].append(oa["present"])
+        row["catalog"].append(ob["present"])
+        row["prompts"].add(prompt_index)
     report["objects"] = [
         {
             "phrase": phrase,
@@ -239,25 +243,14 @@ def _report(results: list[dict], prompts, seeds, identity: dict, settings) -> di
         }
         for phrase, row in phrases.items()
     ]
-    report["attributes"] = _attributes(by)
-    return report
-
-
-def _attributes(by: dict[str, list[dict]]) -> dict:
-    """Per attribute kind, every requested one paired: right (object there, attribute read
-    as asked) with the open model vs with the catalog model. An object the prompt gives no
-    material, colour or count for is not counted for that kind."""
-    pairs = [
-        (oa, ob)
-        for a, b in zip(by["open"], by["catalog"], strict=True)
-        for oa, ob in zip(a["objects"], b["objects"], strict=True)
-    ]
-    stats = {}
+    # Per attribute kind, every requested one paired: right (object there, attribute read as
+    # asked) with each model. An object the prompt gives no such attribute is not counted.
+    report["attributes"] = {}
     for kind in ATTRIBUTES:
-        key = f"{kind}_ok"
-        asked = [(oa[key], ob[key]) for oa, ob in pairs if oa[key] is not None]
-        stats[kind] = paired_stats([a for a, _ in asked], [b for _, b in asked])
-    return stats
+        asked = [(oa[f"{kind}_ok"], ob[f"{kind}_ok"]) for _, oa, ob in pairs]
+        asked = [(a, b) for a, b in asked if a is not None]
+        report["attributes"][kind] = paired_stats([a for a, _ in asked], [b for _, b in asked])
+    return report
 
 
 def run_metrics(report: dict) -> dict:

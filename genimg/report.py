@@ -10,9 +10,11 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["MODELS", "attribute_rows", "fmt_rate", "write_report"]
+__all__ = ["ATTRIBUTES", "MODELS", "attribute_rows", "fmt_rate", "write_report"]
 
 MODELS = ("open", "catalog")
+# The checker's attribute verdicts (<kind>_ok) and their rows in the report's table
+ATTRIBUTES = {"material": "material right", "color": "colour right", "count": "count right"}
 _GRID_COLUMNS = 8  # seeds per grid row pair: 8 x 128 px stays readable on a laptop screen
 _GREEN, _RED = (26, 127, 55), (207, 34, 46)  # present / absent marks and their phrases
 _MARK = 9  # side of a mark's square, pixels: fits the 14-pixel line of an 11-pixel font
@@ -160,9 +162,8 @@ def fmt_rate(stats: dict) -> str:
 def attribute_rows(attributes: dict) -> list[tuple[str, dict]]:
     """report.json's `attributes` as table rows, the kinds asked for only:
     ("material right (456 asked)", paired stats)."""
-    names = {"material": "material right", "color": "colour right", "count": "count right"}
     return [
-        (f"{names[kind]} ({s['open']['n']} asked)", s)
+        (f"{ATTRIBUTES[kind]} ({s['open']['n']} asked)", s)
         for kind, s in attributes.items()
         if s["open"]["n"]
     ]
@@ -173,7 +174,7 @@ def _table(report: dict) -> list[list[str]]:
     entries = [(o["phrase"], o) for o in report["objects"]]
     entries += [("**all present**", report["all_present"])]
     entries += [("**all correct**", report["all_correct"])]
-    entries += attribute_rows(report.get("attributes", {}))
+    entries += attribute_rows(report["attributes"])
     for name, s in entries:
         b, c = s["discordant"]
         rows.append(
