@@ -10,6 +10,12 @@
 #   sh scripts/settings_probe.sh s160 --height 160 --width 160
 #   sh scripts/settings_probe.sh s144 --height 144 --width 144
 #   sh scripts/settings_probe.sh negempty --negative-prompt "an empty room"
+# The same rule, 2026-12-08: more denoising steps and the other multistep samplers, never
+# measured with the shipped adapter (the listing-only one read 66% at 40 steps, 62% at 20).
+#   FULL=1 sh scripts/settings_probe.sh steps40 --num-inference-steps 40
+#   FULL=1 sh scripts/settings_probe.sh steps30 --num-inference-steps 30
+#   FULL=1 sh scripts/settings_probe.sh karras --scheduler dpm++_karras
+#   FULL=1 sh scripts/settings_probe.sh unipc --scheduler unipc
 set -e
 tag=$1
 shift
