@@ -328,9 +328,10 @@ def train_vae(
             y0, x0 = torch.randint(0, images.shape[1] - st.crop + 1, (2,), generator=g).tolist()
             batch = batch[:, y0 : y0 + st.crop, x0 : x0 + st.crop]
         x = _to_pixels(batch, device)
-        eps = torch.randn(
-            (st.batch_size, vae.config.latent_channels, *[x.shape[-1] // 8] * 2), generator=g
-        ).to(device)
+        side = x.shape[-1] // 2 ** (len(vae.config.block_out_channels) - 1)
+        eps = torch.randn((st.batch_size, vae.config.latent_channels, side, side), generator=g).to(
+            device
+        )
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, st.lr, 100)
         with _autocast(device):

@@ -206,6 +206,26 @@ def test_init_from_warm_starts(folder, tmp_path):
         tb.train_base(other, tmp_path / "c", init=first)
 
 
+def test_a_4x_vae_trains_and_renders_on_32x32_latents(folder, tmp_path):
+    """`vae_channels` of three levels (base-gpu-f4.toml, the plan for a lent GPU) halve the
+    VAE's factor: a 128 px image is a 32x32 latent, in training and in rendering alike."""
+    import genimg.train_base as tb
+    from genimg.pipeline import load_pipeline
+    from genimg.render import render
+
+    recipe = BaseRecipe.from_toml(TINY)
+    recipe.model.vae_channels = (8, 8, 8)
+    recipe.data = str(folder)
+    model = tb.train_base(recipe, tmp_path / "f4")
+    pipe = load_pipeline(model)
+    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 32
+    latent = pipe.vae.encode(torch.zeros(1, 3, 128, 128)).latent_dist.mean
+    assert latent.shape == (1, 4, 32, 32)
+    (image,) = render(pipe, "a bathroom", num_inference_steps=2, num_images=1)
+    assert image.size == (128, 128)
+    assert np.asarray(image).std() > 0  # a picture, not a constant fill
+
+
 def test_unet_cpu_bf16_trains_the_same_update_in_bfloat16(folder, tmp_path):
     """`[unet] cpu_bf16` (base-cpu-more.toml) runs the UNet stage under bf16 autocast on a
     CPU: a different update bit for bit, the same one within bf16's error."""
@@ -277,3 +297,20 @@ def test_cli_init_from_needs_a_model_folder(tmp_path, capsys):
     argv = ["train-base", "--recipe", str(TINY), "--out", str(tmp_path / "o")]
     assert main([*argv, "--init-from", str(tmp_path)]) == 2
     assert "--init-from" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_every_committed_recipe_loads():
+    """A recipe that fails to parse would cost a lent GPU lease: each one in assets/recipes
+    and lora/ loads with its trainer's loader, and the GPU plan's is the 4x VAE it says."""
+    from genimg.checker_train import CheckerRecipe
+    from genimg.lora import LoraRecipe
+
+    loaders = {"base": BaseRecipe, "tiny": BaseRecipe, "checker": CheckerRecipe}
+    paths = sorted((ROOT / "assets" / "recipes").glob("*.toml"))
+    paths += sorted((ROOT / "lora").glob("*/recipe.toml"))
+    assert len(paths) >= 30
+    for path in paths:
+        kind = path.stem.split("-")[0] if path.parent.name == "recipes" else "lora"
+        loaders.get(kind, LoraRecipe).from_toml(path)
+    f4 = BaseRecipe.from_toml(ROOT / "assets" / "recipes" / "base-gpu-f4.toml")
+    assert f4.model.latent_size == 32 and f4.model.unet_channels == BaseRecipe().model.unet_channels
