@@ -6,8 +6,8 @@
 #   BASE_RECIPE=... BASE_INIT=assets/models/genimg-base bash scripts/gpu_train.sh
 # continues the shipped base instead (e.g. assets/recipes/base-gpu-more.toml: VAE kept).
 #   CHECKER=0 BASE_TIMEOUT=560 BASE_RECIPE=assets/recipes/base-gpu-f4.toml bash scripts/gpu_train.sh
-# trains the next plan's base (a 4x VAE, 32x32 latents) alone, ~9 minutes; its 6.5-minute
-# UNet leaves no time for the adapters, which then train on the CPU against it.
+# trains the next plan's base (a 4x VAE, 32x32 latents) alone, ~10 minutes; its 6.5-minute
+# UNet leaves no time for the adapters (a second lease: BASE=... bash scripts/gpu_lora.sh).
 # The device tool carries at most 64 MiB: .whl (20 MB) plus the tracked tree fits only with
 # assets/models/genimg-checker left behind (git rm --cached + .git/info/exclude for the call).
 set -u
