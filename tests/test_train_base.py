@@ -305,7 +305,7 @@ def test_every_committed_recipe_loads():
     from genimg.checker_train import CheckerRecipe
     from genimg.lora import LoraRecipe
 
-    loaders = {"base": BaseRecipe, "tiny": BaseRecipe, "checker": CheckerRecipe}
+    loaders = {"base": BaseRecipe, "tiny": BaseRecipe, "vae": BaseRecipe, "checker": CheckerRecipe}
     paths = sorted((ROOT / "assets" / "recipes").glob("*.toml"))
     paths += sorted((ROOT / "lora").glob("*/recipe.toml"))
     assert len(paths) >= 30
